@@ -72,7 +72,9 @@ fn decode<T: DeserializeOwned + bincode::Decode<()>>(
         });
     }
     match enc {
-        Encoding::Json => serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string())),
+        Encoding::Json => {
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))
+        }
         Encoding::Bincode => {
             let (msg, used) = bincode::decode_from_slice(bytes, bin_config())
                 .map_err(|e| DecodeError::Bincode(e.to_string()))?;
@@ -88,9 +90,8 @@ fn encode<T: Serialize + bincode::Encode>(enc: Encoding, msg: &T) -> Vec<u8> {
     match enc {
         // Serialising these types cannot fail: every map key is a string and no Serialize impl errs.
         Encoding::Json => serde_json::to_vec(msg).expect("protocol types always serialise to JSON"),
-        Encoding::Bincode => {
-            bincode::encode_to_vec(msg, bin_config()).expect("bincode encoding into a Vec is infallible")
-        }
+        Encoding::Bincode => bincode::encode_to_vec(msg, bin_config())
+            .expect("bincode encoding into a Vec is infallible"),
     }
 }
 

@@ -9,15 +9,15 @@
 //! client (a load generator, a test, a native app) can depend on it alone. `PROTOCOL.md` beside this
 //! crate documents the same protocol for client authors, with the bincode byte layout.
 
-mod codec;
 mod code;
+mod codec;
 mod msg;
 mod platform;
 
+pub use code::{close, Code, LoginStatus};
 pub use codec::{
     decode_client, decode_server, encode_client, encode_server, DecodeError, Encoding,
     MAX_FRAME_LIMIT,
 };
-pub use code::{close, Code, LoginStatus};
 pub use msg::{ClientMsg, KickReason, ResponseData, ServerMsg};
 pub use platform::{Platform, ALL_PLATFORMS};
