@@ -311,6 +311,23 @@ fn varint_boundaries() {
     }
 }
 
+/// The gateway always writes the shortest varint, but reads a longer one too (bincode does not
+/// insist on the minimal form). Clients should write the shortest form.
+#[test]
+fn longer_varints_are_accepted() {
+    for bytes in [
+        &[0x06, 0xfb, 0x07, 0x00][..],
+        &[0x06, 0xfc, 0x07, 0x00, 0x00, 0x00],
+        &[0x06, 0xfd, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
+        &[0xfb, 0x06, 0x00, 0x07],
+    ] {
+        assert_eq!(
+            decode_client(Encoding::Bincode, bytes, MAX_FRAME_LIMIT),
+            Ok(ClientMsg::Ping { seq: 7 })
+        );
+    }
+}
+
 /// Platform indices: android 0, iphone 1, ipad 2, windows 3, mac 4, linux 5, web 6.
 #[test]
 fn platform_indices() {

@@ -562,8 +562,14 @@ fn bincode_structural_errors() {
     assert_bincode_server_error(&[0x01, 0x00, 0x01, 0x07]);
     assert_bincode_server_error(&[0x01, 0x03, 0x00]);
     assert_bincode_server_error(&[0x00, 0x01, 0x00, 0x00, 0x01, 0x07]);
-    // A u32 `code` that does not fit.
+    // A u32 `code` that does not fit; a u64 marker in a u32 field even when the value fits.
     assert_bincode_server_error(&[0x00, 0x01, 0xfd, 0, 0, 0, 0, 1, 0, 0, 0, 0x00, 0x00]);
+    assert_bincode_server_error(&[0x00, 0x01, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00]);
+    assert_bincode_client_error(&[0xfd, 6, 0, 0, 0, 0, 0, 0, 0, 0x07]);
+    // A u128 marker in a u64 field.
+    let mut u128_seq = vec![0x06, 0xfe];
+    u128_seq.extend_from_slice(&[0; 16]);
+    assert_bincode_client_error(&u128_seq);
 }
 
 #[test]
@@ -743,4 +749,38 @@ fn mutated_valid_frames_never_panic() {
             decode_all_ways(&m);
         }
     }
+}
+
+/// Every JSON message quoted in `PROTOCOL.md` (code blocks and inline) decodes, and re-encodes to
+/// the same JSON value. Placeholders such as `{...}` are not JSON and are skipped.
+#[test]
+fn protocol_md_json_examples_decode() {
+    let doc = include_str!("../PROTOCOL.md");
+    let mut candidates: Vec<&str> = doc
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("{\"type\""))
+        .collect();
+    for part in doc.split('`').skip(1).step_by(2) {
+        if part.starts_with("{\"type\"") {
+            candidates.push(part);
+        }
+    }
+    let mut checked = 0;
+    for text in candidates {
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if let Ok(m) = decode_client(Encoding::Json, text.as_bytes(), MAX) {
+            if v.get("instance_id").is_some() || !matches!(m, ClientMsg::Login { .. }) {
+                assert_eq!(value(&encode_client(Encoding::Json, &m)), v, "{text}");
+            }
+        } else {
+            let m = decode_server(Encoding::Json, text.as_bytes(), MAX)
+                .unwrap_or_else(|e| panic!("PROTOCOL.md example {text}: {e}"));
+            assert_eq!(value(&encode_server(Encoding::Json, &m)), v, "{text}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} examples found");
 }
