@@ -6,17 +6,51 @@
 //! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification.
 //! - [`policy`]: the multi-device policy and the pure eviction decision.
 //! - [`config`]: the configuration file, its defaults and validation.
+//! - [`outbox`]: the bounded mailbox through which shared state talks to one socket.
+//! - [`presence`]: the sharded registry (app, user) → instances; login returns whom to kick.
+//! - [`expiry`]: the one-second timer wheel for UserSig expiry, and its driver task.
+//! - [`throttle`]: the failed-verification throttle (70050).
+//! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
+//! - [`gateway`]: the state all sockets share, and the operations on it.
+//! - [`session`]: one socket's session state machine (contract §7).
+//! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
+//! - [`admin`]: the admin HTTP API.
+//! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
 //!
 //! The wire format lives in the `imgate-proto` crate.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod conn;
+pub mod expiry;
+pub mod gateway;
+pub mod metrics;
+pub mod outbox;
 pub mod policy;
+pub mod presence;
+pub mod server;
+pub mod session;
+pub mod throttle;
 pub mod usersig;
+pub mod webhook;
 
-/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+use std::io::Write;
+
+/// Why `imgate serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cannot bind: {0}")]
+    Bind(std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`), writing to stderr.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -26,7 +60,57 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Runs `imgate serve`.
-pub fn serve_main(_args: cli::ServeArgs) -> Result<(), String> {
-    Err("serve is being built".into())
+/// The sdk_app_id of the development gateway.
+pub const DEV_SDK_APP_ID: u64 = 1_400_000_000;
+
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Runs `imgate serve`: loads the config (or makes a development one), binds, prints the announce
+/// lines on stdout, serves until ctrl-c or SIGTERM and drains.
+pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
+    let mut banner = Vec::new();
+    let mut config = match &args.config {
+        Some(path) => config::Config::load(path)?,
+        None => {
+            let key = random_hex(32);
+            let token = random_hex(24);
+            banner.push(format!(
+                "development gateway: sdk_app_id {DEV_SDK_APP_ID}, key {key}"
+            ));
+            banner.push(format!(
+                "mint a UserSig: imgate sig gen --sdk-app-id {DEV_SDK_APP_ID} --key {key} --user alice"
+            ));
+            banner.push(format!("admin token: {token}"));
+            config::Config::development(DEV_SDK_APP_ID, key, token)
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async move {
+        let server = server::Server::bind(config)
+            .await
+            .map_err(ServeError::Bind)?;
+        let ws = server.ws_addr().map_err(ServeError::Bind)?;
+        let admin = server.admin_addr().map_err(ServeError::Bind)?;
+        let mut out = std::io::stdout().lock();
+        for line in &banner {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "listening on ws://{ws}/ws");
+        let _ = writeln!(out, "admin listening on http://{admin}");
+        let _ = out.flush();
+        drop(out);
+        server.run(server::shutdown_signal()).await;
+        Ok(())
+    })
 }

@@ -1,0 +1,259 @@
+//! The admin HTTP API (contract §10) on its own listener, built with axum.
+//!
+//! `/v1/*` needs `Authorization: Bearer <admin_token>` (compared in constant time): a missing or
+//! wrong token is 401, and a gateway configured without a token answers 403. `/metrics`, `/healthz`
+//! and `/readyz` need no token. Bodies and errors are JSON; a bad body or parameter is 400 and an
+//! unknown path 404, each with `{"error":"..."}`.
+
+use crate::clock;
+use crate::gateway::Gateway;
+use crate::outbox::Delivery;
+use crate::presence::KickFilter;
+use crate::session::{valid_instance_id, valid_user_id};
+use axum::body::Bytes;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use imgate_proto::Platform;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Users per `GET /v1/online` at most.
+pub const MAX_ONLINE_USERS: usize = 500;
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// An error answer: status and message, rendered as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// The admin router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/kick", post(kick))
+        .route("/v1/online", get(online))
+        .route("/v1/push", post(push))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&gw), auth));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(v1)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .with_state(gw)
+}
+
+async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let Some(token) = gw.config.admin_token.as_deref() else {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: no admin_token is configured".into(),
+        )
+        .into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(req).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong Authorization: Bearer token".into(),
+        )
+        .into_response()
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
+    if gw.apps.contains_key(&app) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!("sdk_app_id {app} is not configured")))
+    }
+}
+
+fn check_user(field: &str, user: &str) -> Result<(), ApiError> {
+    if valid_user_id(user) {
+        Ok(())
+    } else {
+        Err(ApiError::bad(format!(
+            "{field} must be 1 to 32 characters of A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    sdk_app_id: u64,
+    user_id: String,
+    #[serde(default)]
+    platform: Option<String>,
+    #[serde(default)]
+    instance_id: Option<String>,
+}
+
+async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
+    let b: KickBody = parse_body(&body)?;
+    check_app(&gw, b.sdk_app_id)?;
+    check_user("user_id", &b.user_id)?;
+    let platform = match b.platform.as_deref() {
+        None => None,
+        Some(p) => Some(
+            Platform::parse(p).ok_or_else(|| ApiError::bad(format!("{p:?} is not a platform")))?,
+        ),
+    };
+    if let Some(i) = b.instance_id.as_deref() {
+        if !valid_instance_id(i) {
+            return Err(ApiError::bad(
+                "instance_id must be 1 to 64 printable ASCII characters without space",
+            ));
+        }
+    }
+    let whole_user = platform.is_none() && b.instance_id.is_none();
+    if whole_user {
+        // Revoke first, so a login racing with this kick cannot slip in with an old UserSig.
+        gw.revoke(b.sdk_app_id, &b.user_id, clock::now_secs());
+    }
+    let victims = gw
+        .registry
+        .kick(
+            b.sdk_app_id,
+            &b.user_id,
+            KickFilter {
+                platform,
+                instance_id: b.instance_id.as_deref(),
+            },
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    gw.notify_kicked(b.sdk_app_id, &victims, None);
+    Ok(Json(json!({ "kicked": victims.len() })))
+}
+
+async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> ApiResult {
+    let query = query.unwrap_or_default();
+    let mut app = None;
+    let mut users = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "sdk_app_id" => {
+                app = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| ApiError::bad("sdk_app_id must be an unsigned integer"))?,
+                )
+            }
+            "user_id" => {
+                check_user("user_id", &v)?;
+                users.push(v.into_owned());
+            }
+            other => return Err(ApiError::bad(format!("unknown parameter {other:?}"))),
+        }
+    }
+    let app = app.ok_or_else(|| ApiError::bad("sdk_app_id is required"))?;
+    check_app(&gw, app)?;
+    if users.is_empty() || users.len() > MAX_ONLINE_USERS {
+        return Err(ApiError::bad(format!(
+            "give 1 to {MAX_ONLINE_USERS} user_id parameters"
+        )));
+    }
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        let instances = gw
+            .registry
+            .instances(app, &user)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
+        let status = if instances.is_empty() {
+            "Offline"
+        } else {
+            "Online"
+        };
+        let list: Vec<Value> = instances
+            .iter()
+            .map(|i| {
+                json!({
+                    "platform": i.platform.as_str(),
+                    "instance_id": i.instance_id.as_deref(),
+                    "login_at_ms": i.login_at_ms,
+                    "expire_at": i.expire_at,
+                })
+            })
+            .collect();
+        out.push(json!({ "user_id": user, "status": status, "instances": list }));
+    }
+    Ok(Json(json!({ "users": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushBody {
+    sdk_app_id: u64,
+    to: String,
+    payload: String,
+}
+
+async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
+    let b: PushBody = parse_body(&body)?;
+    check_app(&gw, b.sdk_app_id)?;
+    check_user("to", &b.to)?;
+    if b.payload.len() > gw.config.max_payload_bytes {
+        return Err(ApiError::bad(format!(
+            "payload exceeds max_payload_bytes ({})",
+            gw.config.max_payload_bytes
+        )));
+    }
+    let delivered = gw.deliver(
+        b.sdk_app_id,
+        &b.to,
+        None,
+        Delivery {
+            from: "@admin".into(),
+            from_platform: None,
+            payload: b.payload,
+        },
+    );
+    Ok(Json(json!({ "delivered": delivered })))
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gw.metrics.render(clock::now_ms()),
+    )
+        .into_response()
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    if gw.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}

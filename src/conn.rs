@@ -1,0 +1,483 @@
+//! The socket I/O loop: the HTTP upgrade, then one task per socket that reads frames, writes
+//! responses and pushes, and keeps the deadlines (login, heartbeat, idle).
+//!
+//! One task drives both directions of its WebSocket through a single hand-written poll (no split, no
+//! extra tasks or channels), so an idle socket costs its buffers, its [`Session`] and one timer. What
+//! the socket writes goes through a bounded local queue: while the kernel's send buffer is full
+//! nothing more is handed to the WebSocket, and a queue that grows past `outbound_queue` messages or
+//! `outbound_bytes` bytes closes the socket with 4003 (slow consumer) after dropping what never left.
+//!
+//! Every close goes through [`close_socket`]: the session leaves presence first, then the close frame
+//! is written and the TCP connection is shut down and drained for a short, bounded time so the peer
+//! reads the close frame rather than a reset.
+
+use crate::gateway::Gateway;
+use crate::metrics::CloseLabel;
+use crate::outbox::{Event, Outbox};
+use crate::session::{Action, Ctx, Ended, Session};
+use futures_util::{SinkExt, StreamExt};
+use imgate_proto::{close, decode_client, encode_server, Encoding, ServerMsg};
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+/// Largest HTTP upgrade request head accepted.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+/// How long a closing socket waits for its close frame to leave and for the peer to hang up.
+const LINGER: Duration = Duration::from_secs(2);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Serves one accepted TCP connection until it closes.
+pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
+    let cfg = &gw.config;
+    let login_deadline = Instant::now() + Duration::from_secs(cfg.login_timeout_secs);
+    let leftover = match timeout_at(login_deadline, upgrade(&mut stream)).await {
+        Ok(Ok(leftover)) => leftover,
+        Ok(Err(status)) => {
+            tracing::debug!(%peer, status, "upgrade refused");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "upgrade timed out");
+            return;
+        }
+    };
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(0)
+        // Our own queue bounds what waits; this only has to hold one frame plus control frames.
+        .max_write_buffer_size(cfg.max_frame_bytes.max(cfg.max_payload_bytes) * 2 + 64 * 1024)
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes));
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config)).await;
+    let outbox = gw.open_conn();
+    let mut conn = Conn {
+        gw: &gw,
+        outbox: &outbox,
+        peer,
+        session: Session::new(),
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        login_deadline: Some(login_deadline),
+    };
+    conn.run(ws).await;
+    gw.close_conn(&outbox);
+}
+
+/// Reads the HTTP upgrade request and answers it. `Ok` carries bytes read past the request head;
+/// `Err` the HTTP status that was answered (the connection is then dropped).
+async fn upgrade(stream: &mut TcpStream) -> Result<Vec<u8>, u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let head_len = loop {
+        if buf.len() >= MAX_REQUEST_HEAD {
+            return Err(respond(stream, 431, "request head too large\n").await);
+        }
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.map_err(|_| 0u16)?;
+        if n == 0 {
+            return Err(0);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(
+        req.parse(&buf[..head_len]),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        return Err(respond(stream, 400, "bad request\n").await);
+    }
+    let path = req.path.unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
+    if path != "/ws" {
+        return Err(respond(stream, 404, "not found: the WebSocket endpoint is /ws\n").await);
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let key = header("sec-websocket-key").map(str::trim);
+    if req.method != Some("GET")
+        || !has_token("upgrade", "websocket")
+        || !has_token("connection", "upgrade")
+        || key.is_none()
+    {
+        return Err(respond(stream, 400, "a WebSocket upgrade request is expected\n").await);
+    }
+    if header("sec-websocket-version").map(str::trim) != Some("13") {
+        let msg = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = stream.write_all(msg.as_bytes()).await;
+        return Err(426);
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+        key.unwrap_or_default().as_bytes(),
+    );
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    stream.write_all(resp.as_bytes()).await.map_err(|_| 0u16)?;
+    Ok(buf.split_off(head_len))
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> u16 {
+    let reason = match status {
+        404 => "Not Found",
+        431 => "Request Header Fields Too Large",
+        _ => "Bad Request",
+    };
+    let msg = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(msg.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    status
+}
+
+/// What woke the socket task.
+enum Wake {
+    Frame(Option<Result<Message, WsError>>),
+    Events { overflowed: bool },
+    Timer,
+    WriteFailed,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, String),
+    /// The peer closed or the connection broke: nothing more to write.
+    Gone,
+}
+
+struct Conn<'a> {
+    gw: &'a Arc<Gateway>,
+    outbox: &'a Arc<Outbox>,
+    peer: SocketAddr,
+    session: Session,
+    /// Frames waiting for the socket to accept them (bounded: overflow closes 4003).
+    pending: VecDeque<Message>,
+    pending_bytes: usize,
+    /// While logged out: when the socket is closed with 4000.
+    login_deadline: Option<Instant>,
+}
+
+impl<'a> Conn<'a> {
+    fn ctx(&self) -> Ctx<'a> {
+        Ctx {
+            gw: self.gw,
+            outbox: self.outbox,
+            ip: self.peer.ip(),
+        }
+    }
+
+    /// Queues a message for the socket; false when the queue overflowed.
+    fn queue(&mut self, msg: &ServerMsg, enc: Encoding) -> bool {
+        let bytes = encode_server(enc, msg);
+        self.pending_bytes += bytes.len();
+        let frame = match enc {
+            Encoding::Json => match String::from_utf8(bytes) {
+                Ok(s) => Message::Text(Utf8Bytes::from(s)),
+                Err(_) => return true, // JSON is UTF-8; unreachable
+            },
+            Encoding::Bincode => Message::Binary(bytes.into()),
+        };
+        self.pending.push_back(frame);
+        self.pending.len() <= self.gw.config.outbound_queue
+            && self.pending_bytes <= self.gw.config.outbound_bytes
+    }
+
+    fn next_deadline(&self, idle_at: Instant, ping_at: Instant) -> Instant {
+        let t = idle_at.min(ping_at);
+        self.login_deadline.map_or(t, |d| d.min(t))
+    }
+
+    async fn run(&mut self, mut ws: Ws) {
+        let cfg = &self.gw.config;
+        let idle = Duration::from_secs(cfg.idle_timeout_secs);
+        let ping_every = Duration::from_secs(cfg.ping_interval_secs);
+        let login_timeout = Duration::from_secs(cfg.login_timeout_secs);
+        let max_frame = cfg.max_frame_bytes;
+        let mut last_inbound = Instant::now();
+        let mut ping_at = last_inbound + ping_every;
+        let mut armed = self.next_deadline(last_inbound + idle, ping_at);
+        let timer = sleep_until(armed);
+        tokio::pin!(timer);
+        let mut events: Vec<Event> = Vec::new();
+        let mut dirty = false;
+
+        let end = loop {
+            let outbox = self.outbox;
+            let pending = &mut self.pending;
+            let pending_bytes = &mut self.pending_bytes;
+            let wake = poll_fn(|cx| {
+                while !pending.is_empty() {
+                    match ws.poll_ready_unpin(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let m = pending.pop_front().expect("not empty");
+                            *pending_bytes -= m.len();
+                            if ws.start_send_unpin(m).is_err() {
+                                return Poll::Ready(Wake::WriteFailed);
+                            }
+                            dirty = true;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Wake::WriteFailed),
+                        Poll::Pending => break,
+                    }
+                }
+                if dirty {
+                    match ws.poll_flush_unpin(cx) {
+                        Poll::Ready(Ok(())) => dirty = false,
+                        Poll::Ready(Err(_)) => return Poll::Ready(Wake::WriteFailed),
+                        Poll::Pending => {}
+                    }
+                }
+                if let Poll::Ready(f) = ws.poll_next_unpin(cx) {
+                    return Poll::Ready(Wake::Frame(f));
+                }
+                if let Poll::Ready(overflowed) = outbox.poll_take(cx, &mut events) {
+                    return Poll::Ready(Wake::Events { overflowed });
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            if self.pending.is_empty() && self.pending.capacity() > 8 {
+                self.pending = VecDeque::new();
+            }
+
+            match wake {
+                Wake::WriteFailed => break End::Gone,
+                Wake::Timer => {
+                    let now = Instant::now();
+                    if self.login_deadline.is_some_and(|d| now >= d) {
+                        break End::Close(close::LOGIN_TIMEOUT, "login timeout".into());
+                    }
+                    if now >= last_inbound + idle {
+                        break End::Close(close::IDLE_TIMEOUT, "idle timeout".into());
+                    }
+                    if now >= ping_at {
+                        ping_at = now + ping_every;
+                        if ws
+                            .start_send_unpin(Message::Ping(Default::default()))
+                            .is_err()
+                        {
+                            break End::Gone;
+                        }
+                        dirty = true;
+                    }
+                }
+                Wake::Events { overflowed } => {
+                    if overflowed {
+                        break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
+                    }
+                    let mut end = None;
+                    for ev in events.drain(..) {
+                        let action = {
+                            let ctx = self.ctx();
+                            self.session.on_event(ctx, ev)
+                        };
+                        match action {
+                            Action::None => {}
+                            Action::Push(msg, enc) => {
+                                if !self.queue(&msg, enc) {
+                                    end = Some(End::Close(
+                                        close::SLOW_CONSUMER,
+                                        "slow consumer".into(),
+                                    ));
+                                    break;
+                                }
+                            }
+                            Action::PushLoggedOut(msg, enc) => {
+                                self.login_deadline = Some(Instant::now() + login_timeout);
+                                if !self.queue(&msg, enc) {
+                                    end = Some(End::Close(
+                                        close::SLOW_CONSUMER,
+                                        "slow consumer".into(),
+                                    ));
+                                    break;
+                                }
+                            }
+                            Action::Close(push, code) => {
+                                if let Some((msg, enc)) = push {
+                                    // The push goes out right before the close frame.
+                                    self.queue(&msg, enc);
+                                }
+                                end = Some(End::Close(code, close_reason(code).into()));
+                                break;
+                            }
+                        }
+                    }
+                    events.clear();
+                    if events.capacity() > 16 {
+                        events = Vec::new();
+                    }
+                    if let Some(end) = end {
+                        break end;
+                    }
+                }
+                Wake::Frame(None) => break End::Gone,
+                Wake::Frame(Some(Err(e))) => {
+                    break match e {
+                        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+                            End::Close(
+                                close::MESSAGE_TOO_BIG,
+                                format!("message of {size} bytes exceeds {max_size}"),
+                            )
+                        }
+                        WsError::Capacity(_) => {
+                            End::Close(close::MESSAGE_TOO_BIG, "message too big".into())
+                        }
+                        WsError::Utf8(_) => {
+                            End::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8".into())
+                        }
+                        WsError::Protocol(p) => {
+                            tracing::debug!(peer = %self.peer, "protocol error: {p}");
+                            End::Close(1002, "protocol error".into())
+                        }
+                        _ => End::Gone,
+                    };
+                }
+                Wake::Frame(Some(Ok(frame))) => {
+                    last_inbound = Instant::now();
+                    dirty = true; // a ping may have queued a pong
+                    let (bytes, enc) = match &frame {
+                        Message::Text(t) => (t.as_bytes(), Encoding::Json),
+                        Message::Binary(b) => (&b[..], Encoding::Bincode),
+                        Message::Close(_) => break End::Gone,
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    };
+                    let msg = match decode_client(enc, bytes, max_frame) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let code = match e {
+                                imgate_proto::DecodeError::TooLarge { .. } => {
+                                    close::MESSAGE_TOO_BIG
+                                }
+                                _ => close::INVALID_PAYLOAD,
+                            };
+                            break End::Close(code, e.close_reason());
+                        }
+                    };
+                    drop(frame);
+                    let reply = {
+                        let ctx = self.ctx();
+                        self.session.handle(ctx, msg, enc)
+                    };
+                    if reply.logged_out {
+                        self.login_deadline = Some(Instant::now() + login_timeout);
+                    } else if self.session.is_logged_in() {
+                        self.login_deadline = None;
+                    }
+                    if !self.queue(&reply.msg, enc) {
+                        break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
+                    }
+                }
+            }
+            let next = self.next_deadline(last_inbound + idle, ping_at);
+            // Re-arm only when the deadline moved earlier or the timer has fired; a later idle
+            // deadline is found when the timer fires.
+            if next < armed || timer.is_elapsed() {
+                armed = next;
+                timer.as_mut().reset(armed);
+            }
+        };
+
+        let ended = match &end {
+            End::Close(code, _) if *code == close::IDLE_TIMEOUT => Ended::TimeOut,
+            _ => Ended::LinkClose,
+        };
+        {
+            let ctx = self.ctx();
+            self.session.on_close(ctx, ended);
+        }
+        if let End::Close(code, reason) = end {
+            self.gw
+                .metrics
+                .closes
+                .get_or_create(&CloseLabel { code })
+                .inc();
+            let keep_pushes = matches!(code, close::KICKED | close::ADMIN_KICKED);
+            close_socket(ws, &mut self.pending, keep_pushes, code, reason).await;
+        }
+    }
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::KICKED => "kicked offline",
+        close::ADMIN_KICKED => "kicked by admin",
+        close::GOING_AWAY => "server shutting down",
+        close::SLOW_CONSUMER => "slow consumer",
+        _ => "closed",
+    }
+}
+
+/// Writes what must precede the close frame (the `kicked_offline` push), the close frame, shuts the
+/// TCP write side and drains the peer for at most [`LINGER`].
+async fn close_socket(
+    mut ws: Ws,
+    pending: &mut VecDeque<Message>,
+    keep_pushes: bool,
+    code: u16,
+    reason: String,
+) {
+    let deadline = Instant::now() + LINGER;
+    if !keep_pushes {
+        pending.clear();
+    }
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from(reason),
+    };
+    let write = async {
+        for m in pending.drain(..) {
+            ws.feed(m).await?;
+        }
+        ws.send(Message::Close(Some(frame))).await
+    };
+    let _ = timeout_at(deadline, write).await;
+    let tcp = ws.get_mut();
+    let _ = timeout_at(deadline, tcp.shutdown()).await;
+    let drain = async {
+        let mut buf = [0u8; 512];
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    let _ = timeout_at(deadline, drain).await;
+}
+
+/// Tells a socket's task to close (used by tests of the outbox path).
+pub fn shutdown(outbox: &Outbox) -> bool {
+    outbox.push(Event::Shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn linger_is_bounded() {
+        assert!(super::LINGER <= std::time::Duration::from_secs(5));
+    }
+}

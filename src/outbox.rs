@@ -1,0 +1,187 @@
+//! The handle shared state holds for one socket: a small bounded mailbox plus the socket task's waker.
+//!
+//! The presence registry, the expiry wheel and other sockets never touch a socket; they push an
+//! [`Event`] into its [`Outbox`] and the socket's own task acts on it. Events carry the session id they
+//! are meant for, so an event that raced with a logout or an account switch is recognised as stale and
+//! ignored by the socket task.
+//!
+//! Bounds: control events (kick, expiry, shutdown) always get in; `message` deliveries count against
+//! the queue limit, and one that does not fit marks the outbox overflowed, which closes the socket with
+//! 4003 (slow consumer). An idle outbox allocates nothing.
+
+use imgate_proto::{KickReason, Platform};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+/// A message delivered to a user's sockets (from `send` or the admin push API), shared by recipients.
+#[derive(Debug)]
+pub struct Delivery {
+    pub from: String,
+    pub from_platform: Option<Platform>,
+    pub payload: String,
+}
+
+/// Something the socket task must act on.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The session was evicted; the registry entry is already gone.
+    Kick {
+        session: u64,
+        reason: KickReason,
+        by_platform: Option<Platform>,
+    },
+    /// The session's UserSig may have expired (the task re-checks `expire_at`).
+    Expired { session: u64 },
+    /// A message for the session.
+    Message {
+        session: u64,
+        delivery: Arc<Delivery>,
+    },
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<Event>,
+    messages: usize,
+    overflowed: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// One socket's mailbox.
+pub struct Outbox {
+    id: u64,
+    limit: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Outbox({})", self.id)
+    }
+}
+
+impl Outbox {
+    /// `limit`: message deliveries queued at most.
+    pub fn new(id: u64, limit: usize) -> Outbox {
+        Outbox {
+            id,
+            limit,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The connection id (unique per process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues an event. Returns false when the socket is gone, or when a message did not fit (the
+    /// socket is then marked overflowed and will close with 4003).
+    pub fn push(&self, event: Event) -> bool {
+        let waker = {
+            let mut g = self.inner.lock();
+            if g.closed || g.overflowed {
+                return false;
+            }
+            if matches!(event, Event::Message { .. }) {
+                if g.messages >= self.limit {
+                    g.overflowed = true;
+                    return false;
+                }
+                g.messages += 1;
+            }
+            g.queue.push_back(event);
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    /// Marks the overflow (the socket's own write buffer is full): the socket closes with 4003.
+    pub fn set_overflowed(&self) {
+        self.inner.lock().overflowed = true;
+    }
+
+    /// Moves queued events into `out`. Ready when there was at least one event or the outbox
+    /// overflowed (the bool); otherwise stores the waker and is pending.
+    pub fn poll_take(&self, cx: &mut Context<'_>, out: &mut Vec<Event>) -> Poll<bool> {
+        let mut g = self.inner.lock();
+        if g.overflowed {
+            return Poll::Ready(true);
+        }
+        if g.queue.is_empty() {
+            match &g.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => g.waker = Some(cx.waker().clone()),
+            }
+            return Poll::Pending;
+        }
+        out.extend(g.queue.drain(..));
+        g.messages = 0;
+        if g.queue.capacity() > 16 {
+            g.queue = VecDeque::new();
+        }
+        Poll::Ready(false)
+    }
+
+    /// The socket is gone: later pushes fail and nothing is kept.
+    pub fn close(&self) {
+        let mut g = self.inner.lock();
+        g.closed = true;
+        g.queue = VecDeque::new();
+        g.waker = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn msg(session: u64) -> Event {
+        Event::Message {
+            session,
+            delivery: Arc::new(Delivery {
+                from: "a".into(),
+                from_platform: None,
+                payload: "p".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded_controls_are_not() {
+        let o = Outbox::new(1, 2);
+        assert!(o.push(msg(1)) && o.push(msg(1)));
+        assert!(o.push(Event::Shutdown));
+        assert!(!o.push(msg(1)), "third message overflows");
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = vec![];
+        assert_eq!(o.poll_take(&mut cx, &mut out), Poll::Ready(true));
+        assert!(
+            !o.push(Event::Shutdown),
+            "an overflowed outbox takes nothing"
+        );
+    }
+
+    #[test]
+    fn take_drains_and_resets_the_count() {
+        let o = Outbox::new(1, 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = vec![];
+        assert!(o.poll_take(&mut cx, &mut out).is_pending());
+        assert!(o.push(msg(1)));
+        assert_eq!(o.poll_take(&mut cx, &mut out), Poll::Ready(false));
+        assert_eq!(out.len(), 1);
+        assert!(o.push(msg(1)), "room again after the drain");
+        o.close();
+        assert!(!o.push(msg(1)));
+    }
+}

@@ -1,0 +1,188 @@
+//! The process around the gateway: listeners, the accept loop with its connection cap, the admin
+//! server, the expiry driver, the webhook deliverers, and the one shutdown path with a bounded drain.
+
+use crate::admin;
+use crate::config::Config;
+use crate::conn;
+use crate::expiry;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::webhook::Webhooks;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{timeout_at, Instant};
+
+/// Listen backlog: bursts of connects must not overflow into SYN retries.
+pub const BACKLOG: u32 = 8192;
+
+/// Binds a listener with SO_REUSEADDR and a deep backlog (tokio's default backlog is 128).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// A gateway with its listeners bound, ready to run.
+pub struct Server {
+    pub gateway: Arc<Gateway>,
+    ws: TcpListener,
+    admin: TcpListener,
+    deliverers: crate::webhook::Deliverers,
+    stop: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Builds the gateway and binds both listeners (must run inside a tokio runtime).
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        let ws = bind(config.listen)?;
+        let admin = bind(config.admin_listen)?;
+        let apps: Vec<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
+        let metrics = Arc::new(Metrics::new(&apps));
+        let (stop, stop_rx) = watch::channel(false);
+        let hooks: Vec<_> = config
+            .apps
+            .iter()
+            .filter_map(|a| a.webhook.clone().map(|w| (a.sdk_app_id, w)))
+            .collect();
+        let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
+        let gateway = Arc::new(Gateway::new(config, metrics, webhooks));
+        Ok(Server {
+            gateway,
+            ws,
+            admin,
+            deliverers,
+            stop,
+        })
+    }
+
+    pub fn ws_addr(&self) -> io::Result<SocketAddr> {
+        self.ws.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readyz answers 503, accepting stops, every
+    /// socket is closed with 1001, queued webhooks are delivered; all within `shutdown_grace_secs`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            gateway: gw,
+            ws,
+            admin,
+            mut deliverers,
+            stop,
+        } = self;
+        let max_conns = gw.config.max_connections.min(Semaphore::MAX_PERMITS) as u32;
+        let permits = Arc::new(Semaphore::new(max_conns as usize));
+        let wheel_task = tokio::spawn(expiry::run(Arc::clone(&gw.wheel)));
+        let (stop_accept, accept_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(
+            Arc::clone(&gw),
+            ws,
+            Arc::clone(&permits),
+            accept_rx,
+        ));
+        let (stop_admin, mut admin_rx) = watch::channel(false);
+        let admin_server = axum::serve(admin, admin::router(Arc::clone(&gw)))
+            .with_graceful_shutdown(async move {
+                let _ = admin_rx.changed().await;
+            });
+        let admin_task = tokio::spawn(async move { admin_server.await });
+
+        shutdown.await;
+        tracing::info!("shutting down: draining connections");
+        let deadline = Instant::now() + Duration::from_secs(gw.config.shutdown_grace_secs);
+        let _ = stop_accept.send(true);
+        let _ = accept_task.await;
+        gw.drain();
+        if timeout_at(deadline, permits.acquire_many(max_conns))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = gw.conn_count(),
+                "grace period over with sockets still open"
+            );
+        }
+        let _ = stop.send(true);
+        let flushed = timeout_at(deadline, async {
+            while deliverers.join_next().await.is_some() {}
+        })
+        .await;
+        if flushed.is_err() {
+            tracing::warn!("grace period over with webhooks still queued");
+            deliverers.abort_all();
+        }
+        wheel_task.abort();
+        let _ = stop_admin.send(true);
+        let _ = admin_task.await;
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                    tracing::debug!(%peer, "connection cap reached: refused");
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let gw = Arc::clone(&gw);
+                tokio::spawn(async move {
+                    conn::serve(gw, stream, peer).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,286 @@
+//! State.StateChange webhooks (contract §11): one bounded queue and one delivery task per app.
+//!
+//! [`Webhooks::emit`] never waits: it puts the event in the app's queue or, when the queue is full,
+//! drops it and counts the drop. The delivery task POSTs each event with up to `attempts` tries and
+//! exponential backoff, several events in flight at once, so a slow receiver delays nothing but its
+//! own queue. On shutdown the queue is closed and what is in it is delivered within the grace period.
+
+use crate::config::WebhookConfig;
+use crate::metrics::{Metrics, WebhookLabel};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use imgate_proto::Platform;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Events delivered concurrently per app.
+const IN_FLIGHT: usize = 16;
+
+/// The `Info.Action` / `Info.Reason` pairs of contract §11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `Login` / `Register`.
+    Login,
+    /// `Logout` / `Unregister`: logout, account switch, UserSig expiry.
+    Logout,
+    /// `Disconnect` / `LinkClose`: the socket closed.
+    LinkClose,
+    /// `Disconnect` / `TimeOut`: idle timeout.
+    TimeOut,
+}
+
+impl Change {
+    fn action_reason(self) -> (&'static str, &'static str) {
+        match self {
+            Change::Login => ("Login", "Register"),
+            Change::Logout => ("Logout", "Unregister"),
+            Change::LinkClose => ("Disconnect", "LinkClose"),
+            Change::TimeOut => ("Disconnect", "TimeOut"),
+        }
+    }
+}
+
+/// One state change of a session.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub app: u64,
+    pub user: String,
+    pub platform: Platform,
+    pub client_ip: IpAddr,
+    pub change: Change,
+    /// Platforms of the devices a login kicked (one entry per device).
+    pub kicked: Vec<Platform>,
+    pub event_time_ms: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Body<'a> {
+    callback_command: &'static str,
+    event_time: u64,
+    info: Info<'a>,
+    kicked_device: Vec<Kicked>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Info<'a> {
+    action: &'static str,
+    #[serde(rename = "To_Account")]
+    to_account: &'a str,
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Kicked {
+    platform: &'static str,
+}
+
+impl StateChange {
+    /// The callback URL for this event (the configured URL plus Tencent's query parameters).
+    pub fn url(&self, base: &str) -> String {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!(
+            "{base}{sep}SdkAppid={}&CallbackCommand=State.StateChange&contenttype=json&ClientIP={}&OptPlatform={}",
+            self.app,
+            self.client_ip,
+            self.platform.tencent_name()
+        )
+    }
+
+    /// The JSON body of contract §11.
+    pub fn body(&self) -> Vec<u8> {
+        let (action, reason) = self.change.action_reason();
+        serde_json::to_vec(&Body {
+            callback_command: "State.StateChange",
+            event_time: self.event_time_ms,
+            info: Info {
+                action,
+                to_account: &self.user,
+                reason,
+            },
+            kicked_device: self
+                .kicked
+                .iter()
+                .map(|p| Kicked {
+                    platform: p.tencent_name(),
+                })
+                .collect(),
+        })
+        .expect("webhook bodies always serialise")
+    }
+}
+
+/// The webhook queues of every app that has one.
+#[derive(Debug, Default)]
+pub struct Webhooks {
+    queues: HashMap<u64, mpsc::Sender<StateChange>>,
+}
+
+/// Handles of the delivery tasks, for the shutdown drain.
+pub type Deliverers = JoinSet<()>;
+
+impl Webhooks {
+    /// Starts one delivery task per configured webhook. `stop` closes the queues for the drain.
+    pub fn start(
+        apps: &[(u64, WebhookConfig)],
+        metrics: Arc<Metrics>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> (Webhooks, Deliverers) {
+        let mut queues = HashMap::new();
+        let mut tasks = JoinSet::new();
+        for (app, cfg) in apps {
+            let (tx, rx) = mpsc::channel(cfg.queue);
+            queues.insert(*app, tx);
+            tasks.spawn(deliver(
+                *app,
+                cfg.clone(),
+                rx,
+                Arc::clone(&metrics),
+                stop.clone(),
+            ));
+        }
+        (Webhooks { queues }, tasks)
+    }
+
+    /// Queues an event for its app's webhook, if it has one. Never waits; returns false when the
+    /// event was dropped because the queue was full or closed.
+    pub fn emit(&self, metrics: &Metrics, event: StateChange) -> bool {
+        let Some(q) = self.queues.get(&event.app) else {
+            return true;
+        };
+        let app = event.app;
+        match q.try_send(event) {
+            Ok(()) => true,
+            Err(_) => {
+                metrics
+                    .webhook
+                    .get_or_create(&WebhookLabel {
+                        sdk_app_id: app,
+                        result: "dropped",
+                    })
+                    .inc();
+                false
+            }
+        }
+    }
+}
+
+async fn deliver(
+    app: u64,
+    cfg: WebhookConfig,
+    mut rx: mpsc::Receiver<StateChange>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http();
+    let cfg = Arc::new(cfg);
+    let mut in_flight = JoinSet::new();
+    let mut stopping = false;
+    loop {
+        while in_flight.len() >= IN_FLIGHT {
+            in_flight.join_next().await;
+        }
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                rx.close(); // take nothing new; what is queued is still received below
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        let (client, cfg, metrics) = (client.clone(), Arc::clone(&cfg), Arc::clone(&metrics));
+        in_flight.spawn(async move {
+            let ok = post_with_retries(&client, &cfg, &event).await;
+            metrics
+                .webhook
+                .get_or_create(&WebhookLabel {
+                    sdk_app_id: app,
+                    result: if ok { "delivered" } else { "failed" },
+                })
+                .inc();
+        });
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+async fn post_with_retries(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    cfg: &WebhookConfig,
+    event: &StateChange,
+) -> bool {
+    let url = event.url(&cfg.url);
+    let body = Bytes::from(event.body());
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=cfg.attempts {
+        let req = match hyper::Request::post(&url)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(app = event.app, %url, "webhook URL is invalid: {e}");
+                return false;
+            }
+        };
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => return true,
+            Ok(Ok(resp)) => {
+                tracing::debug!(app = event.app, attempt, status = %resp.status(), "webhook refused")
+            }
+            Ok(Err(e)) => tracing::debug!(app = event.app, attempt, "webhook failed: {e}"),
+            Err(_) => tracing::debug!(app = event.app, attempt, "webhook timed out"),
+        }
+        if attempt < cfg.attempts {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+    tracing::warn!(
+        app = event.app,
+        "webhook event dropped after {} attempts",
+        cfg.attempts
+    );
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_and_url_have_tencent_shape() {
+        let e = StateChange {
+            app: 1400000000,
+            user: "alice".into(),
+            platform: Platform::Iphone,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            change: Change::Login,
+            kicked: vec![Platform::Android, Platform::Web],
+            event_time_ms: 1700000000123,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"CallbackCommand":"State.StateChange","EventTime":1700000000123u64,
+                "Info":{"Action":"Login","To_Account":"alice","Reason":"Register"},
+                "KickedDevice":[{"Platform":"Android"},{"Platform":"Web"}]})
+        );
+        assert_eq!(
+            e.url("http://h:9/cb"),
+            "http://h:9/cb?SdkAppid=1400000000&CallbackCommand=State.StateChange&contenttype=json&ClientIP=127.0.0.1&OptPlatform=iOS"
+        );
+    }
+}
