@@ -1,0 +1,395 @@
+//! Test harness: boots the real `imgate serve` binary on 127.0.0.1:0 with a config file and talks to
+//! it with real WebSocket and HTTP clients. No fixed ports, no sleeps as synchronisation: helpers wait
+//! for the event they expect, with a timeout.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use imgate::usersig::{self, SigKey};
+use imgate_proto::{decode_server, encode_client, ClientMsg, Encoding, ServerMsg};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const APP: u64 = 1_400_000_000;
+pub const KEY: &str = "test-key-5bd2850fff3ecb11d7c805251c51ee46";
+pub const TOKEN: &str = "test-admin-token";
+/// How long a helper waits for an expected event.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub ws_url: String,
+    pub admin_url: String,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+    /// A directory removed on drop.
+    pub struct Dir(pub PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            let p = std::env::temp_dir().join(format!(
+                "imgate-test-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+    }
+    fn rand_suffix() -> u64 {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The base config: both listeners on free ports, the test app (dual policy) with `app_extra` lines
+/// appended inside its `[[app]]` table, and `top` lines at the top level.
+pub fn config(top: &str, app_extra: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n{top}\n\n[[app]]\nsdk_app_id = {APP}\nkey = \"{KEY}\"\n{app_extra}\n"
+    )
+}
+
+impl Gateway {
+    /// Boots a gateway with the default test config.
+    pub fn start() -> Gateway {
+        Gateway::start_with(&config("", ""))
+    }
+
+    /// Boots a gateway with this config text.
+    pub fn start_with(config_text: &str) -> Gateway {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("imgate.toml");
+        std::fs::write(&path, config_text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("IMGATE_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("imgate binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // nobody listens any more; keep draining so the child never blocks
+                }
+            }
+        });
+        let (mut ws_url, mut admin_url) = (None, None);
+        while ws_url.is_none() || admin_url.is_none() {
+            let line = rx
+                .recv_timeout(WAIT)
+                .expect("the gateway prints its announce lines");
+            if let Some(i) = line.find("listening on ws://") {
+                if !line.contains("admin") {
+                    ws_url = Some(line[i + "listening on ".len()..].trim().to_owned());
+                }
+            }
+            if let Some(i) = line.find("admin listening on http://") {
+                admin_url = Some(line[i + "admin listening on ".len()..].trim().to_owned());
+            }
+        }
+        Gateway {
+            child,
+            ws_url: ws_url.unwrap(),
+            admin_url: admin_url.unwrap(),
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url).await
+    }
+
+    /// A connected client logged in as `user` on `platform` (panics unless code 0).
+    pub async fn logged_in(&self, user: &str, platform: &str, iid: Option<&str>) -> Client {
+        let mut c = self.client().await;
+        let r = c.login(user, platform, iid).await;
+        assert_eq!(r["code"], 0, "login failed: {r}");
+        c
+    }
+
+    /// GET on the admin listener with the token.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        http(&self.admin_url, "GET", path, Some(TOKEN), None).await
+    }
+
+    /// POST JSON on the admin listener with the token.
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        http(
+            &self.admin_url,
+            "POST",
+            path,
+            Some(TOKEN),
+            Some(body.to_string()),
+        )
+        .await
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A UserSig for `user` with the test key, valid for `expire` seconds from `time`.
+pub fn sig_at(user: &str, time: u64, expire: u64) -> String {
+    usersig::generate(&SigKey::new(KEY), APP, user, expire, time, None)
+}
+
+/// A UserSig for `user`, valid for a day.
+pub fn sig(user: &str) -> String {
+    sig_at(user, now_secs(), 86_400)
+}
+
+pub fn now_secs() -> u64 {
+    imgate::clock::now_secs()
+}
+
+/// A minimal HTTP/1.1 client: (status, JSON body or `Value::String` of a non-JSON body).
+pub async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).await.unwrap();
+    let body = body.unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, v)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What a client saw when it expected the socket to close.
+#[derive(Debug, PartialEq)]
+pub enum Closed {
+    Code(u16, String),
+    /// Closed without a close frame.
+    NoFrame,
+}
+
+/// A real WebSocket client.
+pub struct Client {
+    pub ws: Ws,
+    seq: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("WebSocket connects");
+        Client { ws, seq: 0 }
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sends a raw text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send_json(&mut self, v: &Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// Sends a request in bincode (binary frame).
+    pub async fn send_bincode(&mut self, msg: &ClientMsg) {
+        let bytes = encode_client(Encoding::Bincode, msg);
+        self.ws.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next data frame as JSON (text frames) or decoded bincode (binary frames, re-expressed as
+    /// JSON); panics on close or timeout.
+    pub async fn recv(&mut self) -> Value {
+        match self.recv_frame().await {
+            Some(Message::Text(t)) => serde_json::from_str(t.as_str()).expect("server sends JSON"),
+            Some(Message::Binary(b)) => {
+                let m =
+                    decode_server(Encoding::Bincode, &b, 1 << 20).expect("server sends bincode");
+                serde_json::to_value(m).unwrap()
+            }
+            other => panic!("expected a data frame, got {other:?}"),
+        }
+    }
+
+    /// The next binary frame decoded as a ServerMsg.
+    pub async fn recv_bincode(&mut self) -> ServerMsg {
+        match self.recv_frame().await {
+            Some(Message::Binary(b)) => {
+                decode_server(Encoding::Bincode, &b, 1 << 20).expect("server sends bincode")
+            }
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+    }
+
+    /// The next data or close frame (pings and pongs skipped); None when the stream ended.
+    pub async fn recv_frame(&mut self) -> Option<Message> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match m {
+                Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+                Some(Ok(m)) => return Some(m),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Waits until the server closes the socket; returns the close code it sent.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.recv_frame().await {
+                Some(Message::Close(Some(f))) => {
+                    return Closed::Code(u16::from(f.code), f.reason.to_string())
+                }
+                Some(Message::Close(None)) | None => return Closed::NoFrame,
+                Some(_) => continue,
+            }
+        }
+    }
+
+    /// Asserts the next event is a close with `code`.
+    pub async fn expect_close(&mut self, code: u16) {
+        match self.recv_frame().await {
+            Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), code, "close {f:?}"),
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+
+    /// Sends a request (the `seq` is set here) and returns its response.
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        let seq = self.next_seq();
+        v["seq"] = seq.into();
+        self.send_json(&v).await;
+        let r = self.recv().await;
+        assert_eq!(r["type"], "response", "expected the response, got {r}");
+        assert_eq!(r["seq"], seq, "responses come in order");
+        r
+    }
+
+    pub async fn login_with_sig(
+        &mut self,
+        user: &str,
+        platform: &str,
+        iid: Option<&str>,
+        user_sig: &str,
+    ) -> Value {
+        let mut v = serde_json::json!({
+            "type": "login", "sdk_app_id": APP, "user_id": user,
+            "user_sig": user_sig, "platform": platform,
+        });
+        if let Some(i) = iid {
+            v["instance_id"] = i.into();
+        }
+        self.request(v).await
+    }
+
+    pub async fn login(&mut self, user: &str, platform: &str, iid: Option<&str>) -> Value {
+        self.login_with_sig(user, platform, iid, &sig(user)).await
+    }
+
+    /// Sends a close frame with this code.
+    pub async fn close(&mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+    }
+}
