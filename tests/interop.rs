@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -51,9 +52,11 @@ struct Tools {
 
 fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
+    static REPORTED: AtomicBool = AtomicBool::new(false);
     match TOOLS.get_or_init(setup) {
         Ok(t) => t,
-        Err(e) => panic!("{e}"),
+        Err(e) if !REPORTED.swap(true, Ordering::SeqCst) => panic!("{e}"),
+        Err(_) => panic!("interop setup failed: see the first failing test's message"),
     }
 }
 

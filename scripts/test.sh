@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command (README): ./scripts/test.sh
+# Installs what the tests need, then runs the format check, clippy and the whole test suite.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+T0=$SECONDS
+
+# ---- test dependencies ------------------------------------------------------------------------
+step "scripts/interop-setup.sh (official TLSSigAPIv2 generators for tests/interop.rs)"
+t=$SECONDS
+./scripts/interop-setup.sh
+echo "interop setup: $((SECONDS - t)) s"
+
+# (Add further test-dependency installs here, before the Rust checks: e.g. a redis server
+#  for the integration tests, as scripts/redis-setup.sh, idempotent like interop-setup.sh.)
+
+# ---- Rust checks ------------------------------------------------------------------------------
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "all checks passed in $((SECONDS - T0)) s"
