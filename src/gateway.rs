@@ -243,6 +243,9 @@ impl Gateway {
         change: Change,
         kicked: Vec<Platform>,
     ) {
+        if !self.webhooks.enabled(app) {
+            return;
+        }
         self.webhooks.emit(
             &self.metrics,
             StateChange {

@@ -127,7 +127,7 @@ impl Registry {
         let mut decided = policy::evict(policy, &held, req.platform, req.instance_id);
         drop(held);
         // Remove from the highest index down so the lower indices stay valid.
-        decided.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        decided.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
         let victims = decided
             .into_iter()
             .map(|(i, reason)| {

@@ -151,6 +151,11 @@ impl Webhooks {
         (Webhooks { queues }, tasks)
     }
 
+    /// Whether the app has a webhook (so callers can skip building events nobody receives).
+    pub fn enabled(&self, app: u64) -> bool {
+        self.queues.contains_key(&app)
+    }
+
     /// Queues an event for its app's webhook, if it has one. Never waits; returns false when the
     /// event was dropped because the queue was full or closed.
     pub fn emit(&self, metrics: &Metrics, event: StateChange) -> bool {
