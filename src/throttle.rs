@@ -117,9 +117,9 @@ mod tests {
         assert!(!t.is_blocked(1, "v", IP, 5000), "other users unaffected");
         assert!(!t.is_blocked(1, "u", IP2, 5000), "other IPs unaffected");
         assert!(!t.is_blocked(2, "u", IP, 5000), "other apps unaffected");
-        // the first failure (t=1000) slides out at 61000
-        assert!(t.is_blocked(1, "u", IP, 61_000));
-        assert!(!t.is_blocked(1, "u", IP, 61_001));
+        // a failure counts while less than the window old: the first (t=1000) slides out at 61000
+        assert!(t.is_blocked(1, "u", IP, 60_999));
+        assert!(!t.is_blocked(1, "u", IP, 61_000));
     }
 
     #[test]
