@@ -302,17 +302,10 @@ impl<'a> Conn<'a> {
                         };
                         match action {
                             Action::None => {}
-                            Action::Push(msg, enc) => {
-                                if !self.queue(&msg, enc) {
-                                    end = Some(End::Close(
-                                        close::SLOW_CONSUMER,
-                                        "slow consumer".into(),
-                                    ));
-                                    break;
+                            Action::Push(msg, enc, logged_out) => {
+                                if logged_out {
+                                    self.login_deadline = Some(Instant::now() + login_timeout);
                                 }
-                            }
-                            Action::PushLoggedOut(msg, enc) => {
-                                self.login_deadline = Some(Instant::now() + login_timeout);
                                 if !self.queue(&msg, enc) {
                                     end = Some(End::Close(
                                         close::SLOW_CONSUMER,

@@ -164,7 +164,7 @@ impl Gateway {
     /// Tells each victim it was kicked (after the registry lock is released) and counts the kicks.
     pub fn notify_kicked(&self, app: u64, victims: &[Victim], by_platform: Option<Platform>) {
         for v in victims {
-            self.sessions_gauge(app, v.platform, -1);
+            self.sessions_gauge(app, v.instance.platform, -1);
             self.metrics
                 .kicks
                 .get_or_create(&ReasonLabel {
@@ -172,8 +172,8 @@ impl Gateway {
                     reason: v.reason.as_str(),
                 })
                 .inc();
-            v.outbox.push(Event::Kick {
-                session: v.session,
+            v.instance.outbox.push(Event::Kick {
+                session: v.instance.session,
                 reason: v.reason,
                 by_platform,
             });

@@ -34,10 +34,8 @@ pub struct Instance {
 /// An evicted instance, to be told by the caller.
 #[derive(Debug, Clone)]
 pub struct Victim {
-    pub outbox: Arc<Outbox>,
-    pub session: u64,
-    pub platform: Platform,
-    pub instance_id: Option<Box<str>>,
+    /// The instance as it was registered (already removed).
+    pub instance: Instance,
     pub reason: KickReason,
 }
 
@@ -130,15 +128,9 @@ impl Registry {
         decided.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
         let victims = decided
             .into_iter()
-            .map(|(i, reason)| {
-                let inst = list.swap_remove(i);
-                Victim {
-                    outbox: inst.outbox,
-                    session: inst.session,
-                    platform: inst.platform,
-                    instance_id: inst.instance_id,
-                    reason,
-                }
+            .map(|(i, reason)| Victim {
+                instance: list.swap_remove(i),
+                reason,
             })
             .collect();
         list.push(Instance {
@@ -193,22 +185,18 @@ impl Registry {
         let users = self.users(app)?;
         let mut victims = Vec::new();
         users.remove_if_mut(user, |_, list| {
-            list.retain(|i| {
-                let hit = filter.platform.is_none_or(|p| p == i.platform)
-                    && filter
-                        .instance_id
-                        .is_none_or(|id| i.instance_id.as_deref() == Some(id));
-                if hit {
-                    victims.push(Victim {
-                        outbox: Arc::clone(&i.outbox),
-                        session: i.session,
-                        platform: i.platform,
-                        instance_id: i.instance_id.clone(),
-                        reason: KickReason::Admin,
-                    });
-                }
-                !hit
-            });
+            let (hit, kept): (Vec<Instance>, Vec<Instance>) =
+                std::mem::take(list).into_iter().partition(|i| {
+                    filter.platform.is_none_or(|p| p == i.platform)
+                        && filter
+                            .instance_id
+                            .is_none_or(|id| i.instance_id.as_deref() == Some(id))
+                });
+            *list = kept;
+            victims.extend(hit.into_iter().map(|instance| Victim {
+                instance,
+                reason: KickReason::Admin,
+            }));
             list.is_empty()
         });
         Ok(victims)
@@ -288,7 +276,7 @@ mod tests {
         let s2 = login(&r, &p, "u", &b, Web, None).session;
         let out = login(&r, &p, "u", &c, Web, None);
         assert_eq!(out.victims.len(), 1);
-        assert_eq!(out.victims[0].session, s1);
+        assert_eq!(out.victims[0].instance.session, s1);
         assert_eq!(out.victims[0].reason, KickReason::MultiDevice);
         assert!(!r.logout(APP, "u", s1), "a kicked session is already gone");
         assert!(r.logout(APP, "u", s2));

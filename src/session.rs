@@ -63,10 +63,9 @@ pub struct Reply {
 pub enum Action {
     /// Nothing (a stale event).
     None,
-    /// Write a push in the session's push encoding.
-    Push(ServerMsg, Encoding),
-    /// Write a push; the socket is now logged out (the login deadline restarts).
-    PushLoggedOut(ServerMsg, Encoding),
+    /// Write a push in the session's push encoding; with `true` the socket is now logged out (the
+    /// login deadline restarts).
+    Push(ServerMsg, Encoding, bool),
     /// Write the push if any, then close with the code.
     Close(Option<(ServerMsg, Encoding)>, u16),
 }
@@ -258,7 +257,11 @@ impl Session {
         gw.metrics.saw_user(app, user, now_ms);
         gw.count_login(app, Code::Ok);
         if !same_user {
-            let kicked = outcome.victims.iter().map(|v| v.platform).collect();
+            let kicked = outcome
+                .victims
+                .iter()
+                .map(|v| v.instance.platform)
+                .collect();
             gw.state_change(app, user, platform, ctx.ip, Change::Login, kicked);
         }
         ServerMsg::ok(
@@ -383,7 +386,7 @@ impl Session {
                     Change::Logout,
                     Vec::new(),
                 );
-                Action::PushLoggedOut(ServerMsg::UserSigExpired, a.encoding)
+                Action::Push(ServerMsg::UserSigExpired, a.encoding, true)
             }
             Event::Message { session, delivery } => match &self.active {
                 Some(a) if a.session == session => Action::Push(
@@ -393,6 +396,7 @@ impl Session {
                         payload: delivery.payload.clone(),
                     },
                     a.encoding,
+                    false,
                 ),
                 _ => Action::None,
             },
