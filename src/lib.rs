@@ -102,6 +102,8 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
             .map_err(ServeError::Bind)?;
         let ws = server.ws_addr().map_err(ServeError::Bind)?;
         let admin = server.admin_addr().map_err(ServeError::Bind)?;
+        // Before the announce lines: whoever reads them may send SIGTERM at once.
+        let shutdown = server::shutdown_signal();
         let mut out = std::io::stdout().lock();
         for line in &banner {
             let _ = writeln!(out, "{line}");
@@ -110,7 +112,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         let _ = writeln!(out, "admin listening on http://{admin}");
         let _ = out.flush();
         drop(out);
-        server.run(server::shutdown_signal()).await;
+        server.run(shutdown).await;
         Ok(())
     })
 }
