@@ -393,3 +393,44 @@ impl Client {
             .await;
     }
 }
+
+impl Client {
+    /// Connects from the local address `local_ip` (any of 127.0.0.0/8 on Linux, to appear as another
+    /// client IP) and, when given, with that kernel receive buffer size (a slow reader fills up fast).
+    pub async fn connect_with(
+        url: &str,
+        local_ip: std::net::IpAddr,
+        recv_buffer: Option<u32>,
+    ) -> Client {
+        let host = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .expect("a ws:// URL");
+        let addr: std::net::SocketAddr = host.parse().expect("the gateway URL is IP:PORT");
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(local_ip, 0))
+            .expect("bind the client address");
+        if let Some(n) = recv_buffer {
+            socket.set_recv_buffer_size(n).unwrap();
+        }
+        let tcp = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("TCP connects");
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)),
+        )
+        .await
+        .expect("upgrade in time")
+        .expect("WebSocket connects");
+        Client { ws, seq: 0 }
+    }
+}
