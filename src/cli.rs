@@ -1,4 +1,5 @@
-//! The command line (contract §9): `imgate serve`, `imgate sig gen`, `imgate sig verify`.
+//! The command line (contract §9): `imgate serve`, `imgate sig gen`, `imgate sig verify`; and
+//! `imgate load`, the load generator of the benchmarks ([`crate::load`]).
 //!
 //! Parsing is clap's; each subcommand calls into the library. Output meant for scripts (the UserSig of
 //! `sig gen`, the fields of `sig verify`) goes to stdout; the exit code of `sig verify` is 0 when the
@@ -27,6 +28,8 @@ pub enum Command {
     /// Mint and check UserSigs (Tencent TLSSigAPIv2)
     #[command(subcommand)]
     Sig(SigCommand),
+    /// Generate load: open, log in and hold sessions (or time kicks); see BENCHMARKS.md
+    Load(crate::load::LoadArgs),
 }
 
 #[derive(Debug, Args)]

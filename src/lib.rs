@@ -17,6 +17,7 @@
 //! - [`admin`]: the admin HTTP API.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
+//! - [`load`]: `imgate load`, the load generator: a client of the gateway (only `cli` refers to it).
 //!
 //! The wire format lives in the `imgate-proto` crate.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod conn;
 pub mod expiry;
 pub mod gateway;
+pub mod load;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;

@@ -30,6 +30,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+        Command::Load(args) => match imgate::load::main(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("imgate load: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Serve(args) => {
             imgate::init_tracing();
             match imgate::serve_main(args) {

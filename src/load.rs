@@ -1,0 +1,844 @@
+//! `imgate load`: a load generator for the gateway, and for the bare baseline server
+//! (`examples/baseline.rs`), so that one client measures both side by side.
+//!
+//! What it owns: opening sessions at a bounded concurrency, logging each in with a UserSig it mints,
+//! holding them, and reporting what it saw (sessions held, logins/s, latency percentiles, errors by
+//! kind); in `--mode kick`, the time from a new login to the old socket reading `kicked_offline`.
+//! With `--server-pid` it also samples the server's RSS and CPU time from `/proc`, at the moments
+//! that matter (before the first connect, after the last login, at the end of the hold).
+//!
+//! It runs in its own process: one process holds at most ~19,900 sockets on these machines, so the
+//! gateway and its load cannot share one. Client sockets are bound round-robin to 127.0.0.2–127.0.0.9
+//! before connecting, because one source address gets slow past ~14k connections to one destination.
+//!
+//! What it does not own: any gateway state. It is a client like any other.
+
+use crate::usersig::{self, SigKey};
+use clap::{Args, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use imgate_proto::{decode_server, encode_client, ClientMsg, Encoding, ServerMsg};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+/// Source addresses the client sockets are spread over (loopback targets only).
+const SOURCES: u8 = 8;
+/// Largest server frame the generator decodes.
+const MAX_FRAME: usize = 64 * 1024;
+/// Linux reports utime/stime in USER_HZ ticks, 100 per second on every architecture it runs on.
+const TICKS_PER_SEC: u64 = 100;
+
+/// What a load run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Open, log in and hold `--sessions` sessions.
+    Login,
+    /// For `--kick-users` users: log in an old socket, log the same user in on a new socket, and time
+    /// until the old socket reads `kicked_offline`.
+    Kick,
+}
+
+/// `imgate load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The WebSocket endpoint
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// The app whose key signs the UserSigs
+    #[arg(long, default_value_t = crate::DEV_SDK_APP_ID)]
+    pub sdk_app_id: u64,
+    /// The app's secret key (not needed with --baseline)
+    #[arg(long, default_value = "")]
+    pub key: String,
+    /// Sessions to open (login mode)
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Sessions being set up at once (kick mode: users in flight at once)
+    #[arg(long, default_value_t = 200)]
+    pub concurrency: usize,
+    /// Platform of every login
+    #[arg(long, default_value = "web")]
+    pub platform: String,
+    /// Distinct users, cycled over (0: one user per session)
+    #[arg(long, default_value_t = 0)]
+    pub users: usize,
+    /// Prefix of the generated user ids (`<prefix><n>`)
+    #[arg(long, default_value = "load")]
+    pub user_prefix: String,
+    /// Lifetime of the minted UserSigs, in seconds
+    #[arg(long, default_value_t = 86_400)]
+    pub expire: u64,
+    /// Seconds to hold the sessions once all are set up (login mode)
+    #[arg(long, default_value_t = 0)]
+    pub hold: u64,
+    /// What to measure
+    #[arg(long, value_enum, default_value_t = Mode::Login)]
+    pub mode: Mode,
+    /// Users to kick in kick mode
+    #[arg(long, default_value_t = 1000)]
+    pub kick_users: usize,
+    /// The target is the bare baseline server: any one frame back counts as a login
+    #[arg(long)]
+    pub baseline: bool,
+    /// Connect from 127.0.0.1 only instead of spreading over 127.0.0.2-127.0.0.9
+    #[arg(long)]
+    pub single_source: bool,
+    /// Per-session deadline (connect + upgrade + login), in seconds
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    /// Sample this server process's RSS and CPU time from /proc
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print a one-line JSON summary instead of the text report
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a load run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("--url {0:?}: expected ws://HOST:PORT/PATH")]
+    Url(String),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Args(String),
+}
+
+/// Counts failures by kind (`connect: ConnectionRefused`, `code 70001`, `timeout`, ...).
+#[derive(Debug, Default)]
+struct Errors(Mutex<BTreeMap<String, u64>>);
+
+impl Errors {
+    fn add(&self, kind: impl Into<String>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *m.entry(kind.into()).or_default() += 1;
+    }
+    fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Latency samples in microseconds.
+#[derive(Debug, Default)]
+struct Samples(Mutex<Vec<u64>>);
+
+impl Samples {
+    fn add(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(us);
+    }
+    fn summary(&self) -> Percentiles {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Percentiles::of(&mut v)
+    }
+}
+
+/// p50 / p99 / max of a set of samples, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles; sorts `v`.
+    pub fn of(v: &mut [u64]) -> Percentiles {
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        v.sort_unstable();
+        let rank = |p: f64| {
+            let r = (p * v.len() as f64).ceil() as usize;
+            v[r.clamp(1, v.len()) - 1]
+        };
+        Percentiles {
+            count: v.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"p50": self.p50, "p99": self.p99, "max": self.max})
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "p50 {} / p99 {} / max {}",
+            fmt_us(self.p50),
+            fmt_us(self.p99),
+            fmt_us(self.max)
+        )
+    }
+}
+
+fn fmt_us(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+/// One sample of a process from /proc: resident memory and CPU time (user + system).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    pub rss_kb: u64,
+    pub cpu_ms: u64,
+}
+
+/// Reads `VmRSS` from `/proc/PID/status` and `utime + stime` from `/proc/PID/stat`.
+pub fn proc_sample(pid: u32) -> Option<ProcSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(ProcSample {
+        rss_kb,
+        cpu_ms: (utime + stime) * 1000 / TICKS_PER_SEC,
+    })
+}
+
+/// Busy CPU time of the whole machine (every core), from the `cpu` line of `/proc/stat`: user, nice,
+/// system, irq, softirq and steal. Compared with the server's and the generator's own CPU over the
+/// same phase, it shows how much of the machine something else took (the machine is shared).
+pub fn machine_busy_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum::<u64>();
+    Some(busy * 1000 / TICKS_PER_SEC)
+}
+
+/// CPU samples around a phase: the machine's busy time and the generator's own CPU time.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    machine_ms: Option<u64>,
+    own_ms: Option<u64>,
+}
+
+impl CpuMark {
+    fn now() -> CpuMark {
+        CpuMark {
+            machine_ms: machine_busy_ms(),
+            own_ms: proc_sample(std::process::id()).map(|s| s.cpu_ms),
+        }
+    }
+}
+
+/// Where and how to connect, shared by every task.
+struct Target {
+    addr: SocketAddr,
+    url: String,
+    spread: bool,
+    baseline: bool,
+    deadline: Duration,
+    ws_config: WebSocketConfig,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// A failure kind, counted in the report.
+type Fail = String;
+
+impl Target {
+    /// TCP connect (from a spread source address) and WebSocket upgrade.
+    async fn open(&self, n: usize) -> Result<Ws, Fail> {
+        let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {:?}", e.kind()))?;
+        if self.spread {
+            let src = Ipv4Addr::new(127, 0, 0, 2 + (n % SOURCES as usize) as u8);
+            socket
+                .bind(SocketAddr::new(IpAddr::V4(src), 0))
+                .map_err(|e| format!("bind: {:?}", e.kind()))?;
+        }
+        let stream = socket
+            .connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {:?}", e.kind()))?;
+        let _ = stream.set_nodelay(true);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            self.url.as_str(),
+            stream,
+            Some(self.ws_config),
+        )
+        .await
+        .map_err(|e| format!("upgrade: {}", short(&e.to_string())))?;
+        Ok(ws)
+    }
+
+    /// Sends a login frame and waits for its answer (any frame, for the baseline).
+    async fn login(&self, ws: &mut Ws, frame: &str) -> Result<(), Fail> {
+        ws.send(Message::text(frame))
+            .await
+            .map_err(|e| format!("send: {}", short(&e.to_string())))?;
+        loop {
+            match ws.next().await {
+                None => return Err("closed before the response".into()),
+                Some(Err(e)) => return Err(format!("read: {}", short(&e.to_string()))),
+                Some(Ok(Message::Close(f))) => {
+                    return Err(format!("closed {}", f.map_or(0, |f| u16::from(f.code))))
+                }
+                Some(Ok(Message::Text(t))) if !self.baseline => {
+                    return match decode_server(Encoding::Json, t.as_bytes(), MAX_FRAME) {
+                        Ok(ServerMsg::Response { code: 0, .. }) => Ok(()),
+                        Ok(ServerMsg::Response { code, .. }) => Err(format!("code {code}")),
+                        Ok(_) => continue, // a push before the response
+                        Err(_) => Err("undecodable response".into()),
+                    };
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(_)) if self.baseline => return Ok(()),
+                Some(Ok(_)) => return Err("unexpected frame".into()),
+            }
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// A login frame for user `user`, with a freshly minted UserSig (or a same-sized dummy).
+fn login_frame(args: &LoadArgs, key: &SigKey, user: &str, now: u64) -> String {
+    let user_sig = usersig::generate(key, args.sdk_app_id, user, args.expire, now, None);
+    let msg = ClientMsg::Login {
+        seq: 1,
+        sdk_app_id: args.sdk_app_id,
+        user_id: user.to_owned(),
+        user_sig,
+        platform: args.platform.clone(),
+        instance_id: None,
+    };
+    String::from_utf8(encode_client(Encoding::Json, &msg)).expect("JSON is UTF-8")
+}
+
+async fn resolve(url: &str) -> Result<(SocketAddr, String), LoadError> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| LoadError::Url(url.into()))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(LoadError::Url(url.into()));
+    }
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .map_err(|e| LoadError::Resolve(authority.into(), e))?
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| LoadError::Resolve(authority.into(), std::io::ErrorKind::NotFound.into()))?;
+    Ok((addr, url.to_owned()))
+}
+
+/// Raises the soft open-files limit to the hard one; returns the limit in force.
+fn raise_nofile() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|_| {
+        rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .map(|(soft, _)| soft)
+            .unwrap_or(1024)
+    })
+}
+
+/// Runs `imgate load`: prints the report on stdout. Returns whether every session succeeded.
+pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
+    if args.concurrency == 0 {
+        return Err(LoadError::Args("--concurrency must be at least 1".into()));
+    }
+    if args.baseline && args.mode == Mode::Kick {
+        return Err(LoadError::Args(
+            "--mode kick needs the gateway: the baseline has no logins to kick".into(),
+        ));
+    }
+    if !args.baseline && args.key.is_empty() {
+        return Err(LoadError::Args(
+            "--key is required (the app's secret key) unless --baseline".into(),
+        ));
+    }
+    let nofile = raise_nofile();
+    let sockets = match args.mode {
+        Mode::Login => args.sessions,
+        Mode::Kick => 2 * args.concurrency.min(args.kick_users),
+    };
+    if sockets as u64 + 32 > nofile {
+        eprintln!(
+            "imgate load: warning: {sockets} sockets need more than the open-files limit of {nofile}"
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(LoadError::Runtime)?;
+    runtime.block_on(async move {
+        let (addr, url) = resolve(&args.url).await?;
+        let target = Arc::new(Target {
+            addr,
+            url,
+            spread: !args.single_source && addr.ip().is_loopback(),
+            baseline: args.baseline,
+            deadline: Duration::from_secs(args.timeout.max(1)),
+            ws_config: WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .write_buffer_size(0),
+        });
+        let report = match args.mode {
+            Mode::Login => run_login(&args, target).await,
+            Mode::Kick => run_kick(&args, target).await,
+        };
+        let ok = report.ok;
+        if args.json {
+            println!("{}", report.json);
+        } else {
+            print!("{}", report.text);
+        }
+        Ok(ok)
+    })
+}
+
+struct Report {
+    ok: bool,
+    json: serde_json::Value,
+    text: String,
+}
+
+fn user_name(args: &LoadArgs, prefix: &str, i: usize) -> String {
+    let n = if args.users == 0 { i } else { i % args.users };
+    format!("{}{prefix}{n}", args.user_prefix)
+}
+
+async fn run_login(args: &LoadArgs, target: Arc<Target>) -> Report {
+    let n = args.sessions;
+    let key = SigKey::new(&args.key);
+    let now = crate::clock::now_secs();
+    // Minted up front so that the connect phase measures the server, not the generator's zlib.
+    let frames: Arc<Vec<String>> = Arc::new(
+        (0..n)
+            .map(|i| login_frame(args, &key, &user_name(args, "", i), now))
+            .collect(),
+    );
+    let errors = Arc::new(Errors::default());
+    let setup = Arc::new(Samples::default());
+    let login = Arc::new(Samples::default());
+    let held = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(Errors::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let (release_tx, release_rx) = watch::channel(false);
+
+    let before = args.server_pid.and_then(proc_sample);
+    let mark = CpuMark::now();
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.min(n.max(1)) {
+        let (target, frames, errors, setup, login, held, dropped, next, release) = (
+            Arc::clone(&target),
+            Arc::clone(&frames),
+            Arc::clone(&errors),
+            Arc::clone(&setup),
+            Arc::clone(&login),
+            Arc::clone(&held),
+            Arc::clone(&dropped),
+            Arc::clone(&next),
+            release_rx.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= frames.len() {
+                    break;
+                }
+                let t0 = Instant::now();
+                let attempt = async {
+                    let mut ws = target.open(i).await?;
+                    let t1 = Instant::now();
+                    target.login(&mut ws, &frames[i]).await?;
+                    Ok::<_, Fail>((ws, t1.elapsed()))
+                };
+                match timeout(target.deadline, attempt).await {
+                    Err(_) => errors.add("timeout"),
+                    Ok(Err(kind)) => errors.add(kind),
+                    Ok(Ok((ws, login_time))) => {
+                        setup.add(t0.elapsed());
+                        login.add(login_time);
+                        held.fetch_add(1, Ordering::Relaxed);
+                        tokio::spawn(hold(
+                            ws,
+                            Arc::clone(&held),
+                            Arc::clone(&dropped),
+                            release.clone(),
+                        ));
+                    }
+                }
+            }
+            Instant::now()
+        });
+    }
+    let mut end = start;
+    while let Some(r) = workers.join_next().await {
+        if let Ok(t) = r {
+            end = end.max(t);
+        }
+    }
+    let connect_secs = end.duration_since(start).as_secs_f64();
+    let connected = args.server_pid.and_then(proc_sample);
+    let mark_end = CpuMark::now();
+    let established = setup.summary().count;
+    if args.hold > 0 {
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    }
+    let at_hold_end = args.server_pid.and_then(proc_sample);
+    let held_now = held.load(Ordering::Relaxed);
+    let _ = release_tx.send(true);
+
+    let setup_p = setup.summary();
+    let login_p = login.summary();
+    let errors = errors.snapshot();
+    let dropped = dropped.snapshot();
+    let rate = if connect_secs > 0.0 {
+        established as f64 / connect_secs
+    } else {
+        0.0
+    };
+    let server = server_json(before, connected, at_hold_end, established, held_now);
+    let cpu = cpu_json(mark, mark_end, before, connected, established);
+    let json = json!({
+        "mode": "login",
+        "target": if args.baseline { "baseline" } else { "gateway" },
+        "url": args.url,
+        "sessions": n,
+        "concurrency": args.concurrency,
+        "established": established,
+        "held": held_now,
+        "connect_secs": round3(connect_secs),
+        "logins_per_sec": rate.round(),
+        "setup_us": setup_p.json(),
+        "login_us": login_p.json(),
+        "errors": errors,
+        "dropped_during_hold": dropped,
+        "server": server,
+        "cpu": cpu,
+    });
+    let mut text = format!(
+        "target {} ({}), {} sessions at concurrency {}\n\
+         established {established}, held {held_now} after {} s\n\
+         {rate:.0} logins/s ({established} in {connect_secs:.2} s)\n\
+         connect+upgrade+login: {}\n\
+         login round trip:      {}\n",
+        if args.baseline { "baseline" } else { "gateway" },
+        args.url,
+        n,
+        args.concurrency,
+        args.hold,
+        setup_p.text(),
+        login_p.text(),
+    );
+    push_errors(&mut text, "errors", &errors);
+    push_errors(&mut text, "dropped during hold", &dropped);
+    if let Some(s) = json.get("server").filter(|s| !s.is_null()) {
+        text.push_str(&format!("server: {s}\n"));
+    }
+    text.push_str(&format!("cpu over the connect phase: {cpu}\n"));
+    Report {
+        ok: errors.is_empty() && held_now == n,
+        json,
+        text,
+    }
+}
+
+fn push_errors(text: &mut String, what: &str, errors: &BTreeMap<String, u64>) {
+    if errors.is_empty() {
+        text.push_str(&format!("{what}: none\n"));
+    } else {
+        text.push_str(&format!("{what}:\n"));
+        for (k, v) in errors {
+            text.push_str(&format!("  {v:>7}  {k}\n"));
+        }
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn server_json(
+    before: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    held_end: Option<ProcSample>,
+    established: usize,
+    held: usize,
+) -> serde_json::Value {
+    let (Some(b), Some(c), Some(h)) = (before, connected, held_end) else {
+        return serde_json::Value::Null;
+    };
+    let per = |kb: u64, n: usize| {
+        if n == 0 {
+            0
+        } else {
+            (kb * 1024) / n as u64
+        }
+    };
+    let cpu_ms = c.cpu_ms.saturating_sub(b.cpu_ms);
+    json!({
+        "rss_before_kb": b.rss_kb,
+        "rss_connected_kb": c.rss_kb,
+        "rss_held_kb": h.rss_kb,
+        "rss_per_session_bytes": per(h.rss_kb.saturating_sub(b.rss_kb), held),
+        "cpu_connect_ms": cpu_ms,
+        "cpu_per_login_us": if established == 0 { 0 } else { cpu_ms * 1000 / established as u64 },
+    })
+}
+
+/// CPU over the connect phase: the generator's own, the server's, and what the rest of the machine
+/// took (busy time of all cores minus both), per login and in all.
+fn cpu_json(
+    start: CpuMark,
+    end: CpuMark,
+    server_start: Option<ProcSample>,
+    server_end: Option<ProcSample>,
+    logins: usize,
+) -> serde_json::Value {
+    let d = |a: Option<u64>, b: Option<u64>| Some(b?.saturating_sub(a?));
+    let client = d(start.own_ms, end.own_ms);
+    let machine = d(start.machine_ms, end.machine_ms);
+    let server = d(server_start.map(|s| s.cpu_ms), server_end.map(|s| s.cpu_ms));
+    let other = match (machine, client) {
+        (Some(m), Some(c)) => Some(m.saturating_sub(c + server.unwrap_or(0))),
+        _ => None,
+    };
+    let per = |ms: Option<u64>| {
+        ms.map(|ms| {
+            if logins == 0 {
+                0
+            } else {
+                ms * 1000 / logins as u64
+            }
+        })
+    };
+    json!({
+        "machine_busy_ms": machine,
+        "client_ms": client,
+        "client_per_login_us": per(client),
+        "other_ms": other,
+    })
+}
+
+/// Holds an established session: reads (so pings are answered and closes seen) until released.
+async fn hold(
+    mut ws: Ws,
+    held: Arc<AtomicUsize>,
+    dropped: Arc<Errors>,
+    mut release: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = release.wait_for(|r| *r) => return,
+            m = ws.next() => match m {
+                Some(Ok(Message::Close(f))) => {
+                    dropped.add(format!("closed {}", f.map_or(0, |f| u16::from(f.code))));
+                    break;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    dropped.add(format!("read: {}", short(&e.to_string())));
+                    break;
+                }
+                None => {
+                    dropped.add("eof");
+                    break;
+                }
+            },
+        }
+    }
+    held.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
+    let m = args.kick_users;
+    let key = SigKey::new(&args.key);
+    let now = crate::clock::now_secs();
+    let frames: Arc<Vec<(String, String)>> = Arc::new(
+        (0..m)
+            .map(|i| {
+                let user = user_name(args, "k", i);
+                (
+                    login_frame(args, &key, &user, now),
+                    login_frame(args, &key, &user, now),
+                )
+            })
+            .collect(),
+    );
+    let errors = Arc::new(Errors::default());
+    let kick = Arc::new(Samples::default());
+    let relogin = Arc::new(Samples::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.min(m.max(1)) {
+        let (target, frames, errors, kick, relogin, next) = (
+            Arc::clone(&target),
+            Arc::clone(&frames),
+            Arc::clone(&errors),
+            Arc::clone(&kick),
+            Arc::clone(&relogin),
+            Arc::clone(&next),
+        );
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= frames.len() {
+                    break;
+                }
+                let (first, second) = &frames[i];
+                match timeout(target.deadline, kick_one(&target, i, first, second)).await {
+                    Err(_) => errors.add("timeout"),
+                    Ok(Err(kind)) => errors.add(kind),
+                    Ok(Ok((k, r))) => {
+                        kick.add(k);
+                        relogin.add(r);
+                    }
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let secs = start.elapsed().as_secs_f64();
+    let kick_p = kick.summary();
+    let relogin_p = relogin.summary();
+    let errors = errors.snapshot();
+    let json = json!({
+        "mode": "kick",
+        "url": args.url,
+        "users": m,
+        "concurrency": args.concurrency,
+        "platform": args.platform,
+        "kicked": kick_p.count,
+        "secs": round3(secs),
+        "kick_us": kick_p.json(),
+        "relogin_us": relogin_p.json(),
+        "errors": errors,
+    });
+    let mut text = format!(
+        "kick: {m} users on {} at concurrency {}, {} kicked in {secs:.2} s\n\
+         new login → old socket reads kicked_offline: {}\n\
+         new login → its own response:                {}\n",
+        args.platform,
+        args.concurrency,
+        kick_p.count,
+        kick_p.text(),
+        relogin_p.text(),
+    );
+    push_errors(&mut text, "errors", &errors);
+    Report {
+        ok: errors.is_empty() && kick_p.count == m,
+        json,
+        text,
+    }
+}
+
+/// One takeover: the old socket logs in, a new socket of the same user and platform logs in; returns
+/// (new login sent → old socket read `kicked_offline`, new login sent → its response).
+async fn kick_one(
+    target: &Target,
+    i: usize,
+    first: &str,
+    second: &str,
+) -> Result<(Duration, Duration), Fail> {
+    let mut old = target.open(2 * i).await?;
+    target.login(&mut old, first).await?;
+    let mut new = target.open(2 * i + 1).await?;
+    let t0 = Instant::now();
+    let kicked = async {
+        loop {
+            match old.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    if let Ok(ServerMsg::KickedOffline { .. }) =
+                        decode_server(Encoding::Json, t.as_bytes(), MAX_FRAME)
+                    {
+                        return Ok(t0.elapsed());
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    return Err(format!(
+                        "old closed {} before kicked_offline",
+                        f.map_or(0, |f| u16::from(f.code))
+                    ))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("old read: {}", short(&e.to_string()))),
+                None => return Err("old eof before kicked_offline".into()),
+            }
+        }
+    };
+    let answered = async {
+        target.login(&mut new, second).await?;
+        Ok::<_, Fail>(t0.elapsed())
+    };
+    let (k, r) = tokio::join!(kicked, answered);
+    let (k, r) = (k?, r?);
+    // The kick then closes the old socket with 4501.
+    loop {
+        match old.next().await {
+            Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 4501 => break,
+            Some(Ok(Message::Close(f))) => {
+                return Err(format!(
+                    "old closed {} instead of 4501",
+                    f.map_or(0, |f| u16::from(f.code))
+                ))
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err("old closed without a close frame".into()),
+        }
+    }
+    Ok((k, r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<u64> = (1..=100).rev().collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.count, p.p50, p.p99, p.max), (100, 50, 99, 100));
+        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+        let p = Percentiles::of(&mut [7]);
+        assert_eq!((p.p50, p.p99, p.max), (7, 7, 7));
+    }
+
+    #[test]
+    fn own_process_is_sampled() {
+        let s = proc_sample(std::process::id()).expect("/proc is readable");
+        assert!(s.rss_kb > 0);
+    }
+}
