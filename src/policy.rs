@@ -87,44 +87,85 @@ pub struct Held<'a> {
 /// contract §8: the same platform and instance id (`Replaced`), the other platforms of its group, then
 /// the earliest instances on its platform while the cap would be exceeded (both `MultiDevice`).
 /// Returns indices into `held` with the reason; the newcomer always wins.
+///
+/// This is [`canonical`] with the newcomer as the newest entry.
 pub fn evict(
     policy: &Policy,
     held: &[Held<'_>],
     platform: Platform,
     instance_id: Option<&str>,
 ) -> Vec<(usize, KickReason)> {
-    let mut victims: Vec<(usize, KickReason)> = Vec::new();
-    let taken = |v: &[(usize, KickReason)], i: usize| v.iter().any(|&(j, _)| j == i);
-    if instance_id.is_some() {
-        for (i, h) in held.iter().enumerate() {
-            if h.platform == platform && h.instance_id == instance_id {
-                victims.push((i, KickReason::Replaced));
+    let mut all = Vec::with_capacity(held.len() + 1);
+    all.extend_from_slice(held);
+    all.push(Held {
+        platform,
+        instance_id,
+        order: u64::MAX,
+    });
+    let mut victims = canonical(policy, &all, held.len());
+    victims.retain(|&(i, _)| i < held.len());
+    victims
+}
+
+/// The canonical form of one user's entries in the exclusive group of `entries[anchor]`: which
+/// entries must go so that the group satisfies the policy, the newest winning. Per platform and
+/// instance id only the newest stays (`Replaced`); the platform of the newest remaining entry wins
+/// the group, every other platform of the group goes (`MultiDevice`); on the winning platform the
+/// newest `max_instances` stay (`MultiDevice` for the rest). Entries outside the group are untouched.
+///
+/// For a login (the anchor is the newest entry) this is exactly contract §8's steps 1 to 3. For a
+/// restore of a known session with its original order (cluster mode, after data loss) older entries
+/// lose, whichever side they are on. Orders must be distinct. The cluster's Lua script is a port of
+/// this function, tested against it.
+pub fn canonical(policy: &Policy, entries: &[Held<'_>], anchor: usize) -> Vec<(usize, KickReason)> {
+    let group_platform = entries[anchor].platform;
+    let in_group: Vec<usize> = (0..entries.len())
+        .filter(|&i| policy.same_group(entries[i].platform, group_platform))
+        .collect();
+    let mut reason: Vec<Option<KickReason>> = vec![None; entries.len()];
+    for &i in &in_group {
+        let a = &entries[i];
+        if a.instance_id.is_none() {
+            continue;
+        }
+        let newer_twin = in_group.iter().any(|&j| {
+            let b = &entries[j];
+            j != i
+                && b.platform == a.platform
+                && b.instance_id == a.instance_id
+                && b.order > a.order
+        });
+        if newer_twin {
+            reason[i] = Some(KickReason::Replaced);
+        }
+    }
+    let newest = in_group
+        .iter()
+        .copied()
+        .filter(|&i| reason[i].is_none())
+        .max_by_key(|&i| entries[i].order);
+    if let Some(star) = newest.map(|i| entries[i].platform) {
+        let mut on_star = Vec::new();
+        for &i in &in_group {
+            if reason[i].is_some() {
+                continue;
+            }
+            if entries[i].platform == star {
+                on_star.push(i);
+            } else {
+                reason[i] = Some(KickReason::MultiDevice);
             }
         }
-    }
-    for (i, h) in held.iter().enumerate() {
-        if h.platform != platform && policy.same_group(h.platform, platform) && !taken(&victims, i)
-        {
-            victims.push((i, KickReason::MultiDevice));
+        on_star.sort_unstable_by_key(|&i| std::cmp::Reverse(entries[i].order));
+        for &i in on_star.iter().skip(policy.max_instances(star) as usize) {
+            reason[i] = Some(KickReason::MultiDevice);
         }
     }
-    let mut same: Vec<(u64, usize)> = held
-        .iter()
+    reason
+        .into_iter()
         .enumerate()
-        .filter(|&(i, h)| h.platform == platform && !taken(&victims, i))
-        .map(|(i, h)| (h.order, i))
-        .collect();
-    let cap = policy.max_instances(platform) as usize;
-    if same.len() >= cap {
-        same.sort_unstable();
-        let excess = same.len() + 1 - cap;
-        victims.extend(
-            same[..excess]
-                .iter()
-                .map(|&(_, i)| (i, KickReason::MultiDevice)),
-        );
-    }
-    victims
+        .filter_map(|(i, r)| r.map(|r| (i, r)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,6 +263,24 @@ mod tests {
                 (2, "multi_device")
             ]
         );
+    }
+
+    #[test]
+    fn a_restore_with_an_older_order_loses() {
+        let mut p = Policy::preset("dual").unwrap();
+        p.set_max_instances(Web, 2);
+        // a restored android (order 1) against a newer iphone (order 5): android loses
+        let e = [h(Iphone, None, 5), h(Android, None, 1)];
+        assert_eq!(names(&canonical(&p, &e, 1)), [(1, "multi_device")]);
+        // a restored web tab older than two newer tabs loses the cap
+        let e = [h(Web, None, 5), h(Web, None, 6), h(Web, None, 2)];
+        assert_eq!(names(&canonical(&p, &e, 2)), [(2, "multi_device")]);
+        // a restored same-instance entry older than the present one is the replaced one
+        let e = [h(Web, Some("t"), 9), h(Web, Some("t"), 3)];
+        assert_eq!(names(&canonical(&p, &e, 1)), [(1, "replaced")]);
+        // a newer restore wins as a login would
+        let e = [h(Web, Some("t"), 3), h(Web, Some("t"), 9)];
+        assert_eq!(names(&canonical(&p, &e, 1)), [(0, "replaced")]);
     }
 
     #[test]
