@@ -89,6 +89,14 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
+/// Cluster mode with Redis unreachable: 503.
+fn unavailable(e: crate::cluster::ClusterError) -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("presence store unavailable: {e}"),
+    )
+}
+
 fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
     if gw.apps.contains_key(&app) {
         Ok(())
@@ -134,6 +142,19 @@ async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
                 "instance_id must be 1 to 64 printable ASCII characters without space",
             ));
         }
+    }
+    if let Some(c) = &gw.cluster {
+        let kicked = c
+            .kick(
+                &gw,
+                b.sdk_app_id,
+                &b.user_id,
+                platform,
+                b.instance_id.as_deref(),
+            )
+            .await
+            .map_err(unavailable)?;
+        return Ok(Json(json!({ "kicked": kicked })));
     }
     let whole_user = platform.is_none() && b.instance_id.is_none();
     if whole_user {
@@ -182,6 +203,29 @@ async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Ap
         )));
     }
     let mut out = Vec::with_capacity(users.len());
+    if let Some(c) = &gw.cluster {
+        for user in users {
+            let entries = c.entries(app, &user).await.map_err(unavailable)?;
+            let status = if entries.is_empty() {
+                "Offline"
+            } else {
+                "Online"
+            };
+            let list: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "platform": e.platform.as_str(),
+                        "instance_id": e.instance_id,
+                        "login_at_ms": e.login_at_ms(),
+                        "expire_at": e.expire_at,
+                    })
+                })
+                .collect();
+            out.push(json!({ "user_id": user, "status": status, "instances": list }));
+        }
+        return Ok(Json(json!({ "users": out })));
+    }
     for user in users {
         let instances = gw
             .registry
@@ -226,16 +270,18 @@ async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
             gw.config.max_payload_bytes
         )));
     }
-    let delivered = gw.deliver(
-        b.sdk_app_id,
-        &b.to,
-        None,
-        Delivery {
-            from: "@admin".into(),
-            from_platform: None,
-            payload: b.payload,
-        },
-    );
+    let delivery = Delivery {
+        from: "@admin".into(),
+        from_platform: None,
+        payload: b.payload,
+    };
+    let delivered = match &gw.cluster {
+        Some(c) => c
+            .deliver(&gw, b.sdk_app_id, &b.to, None, delivery)
+            .await
+            .map_err(unavailable)?,
+        None => gw.deliver(b.sdk_app_id, &b.to, None, delivery),
+    };
     Ok(Json(json!({ "delivered": delivered })))
 }
 

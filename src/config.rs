@@ -74,6 +74,45 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppConfig>,
+    /// `[cluster]`: share presence with other nodes through Redis (contract §12).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]` of the shared Redis (7.0 or later).
+    pub redis_url: String,
+    /// Unique per live node. Default: host name + a random suffix per process start.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// A node silent this long is dead. Default 5000.
+    #[serde(default = "d_lease")]
+    pub lease_ms: u64,
+    /// How often a node renews its lease. Default 1000.
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Each node re-checks its sockets against Redis this often. Default 10.
+    #[serde(default = "d_reconcile")]
+    pub reconcile_secs: u64,
+    /// Every Redis call is bounded by this; a login past it answers 70169. Default 500.
+    #[serde(default = "d_redis_timeout")]
+    pub redis_timeout_ms: u64,
+}
+
+fn d_lease() -> u64 {
+    5000
+}
+fn d_heartbeat() -> u64 {
+    1000
+}
+fn d_reconcile() -> u64 {
+    10
+}
+fn d_redis_timeout() -> u64 {
+    500
 }
 
 fn d_login_timeout() -> u64 {
@@ -223,7 +262,7 @@ impl Config {
 
     /// The development gateway: defaults, and one app with the given key.
     pub fn development(sdk_app_id: u64, key: String, admin_token: String) -> Config {
-        let mut cfg: Config = toml::from_str("").expect("the empty config is valid");
+        let mut cfg: Config = toml::from_str("").expect("the empty config parses");
         cfg.admin_token = Some(admin_token);
         cfg.apps.push(AppConfig {
             sdk_app_id,
@@ -275,6 +314,42 @@ impl Config {
                 return Err(err(
                     "admin_token",
                     "must not be empty (omit it to disable /v1/*)".into(),
+                ));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if !c.redis_url.starts_with("redis://") {
+                return Err(err(
+                    "cluster.redis_url",
+                    format!("{:?}: a redis:// URL is expected", c.redis_url),
+                ));
+            }
+            if let Some(id) = &c.node_id {
+                let ok = (1..=64).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    return Err(err(
+                        "cluster.node_id",
+                        "1 to 64 characters of A-Z a-z 0-9 - _ .".into(),
+                    ));
+                }
+            }
+            for (key, v) in [
+                ("cluster.lease_ms", c.lease_ms),
+                ("cluster.heartbeat_ms", c.heartbeat_ms),
+                ("cluster.reconcile_secs", c.reconcile_secs),
+                ("cluster.redis_timeout_ms", c.redis_timeout_ms),
+            ] {
+                if v == 0 {
+                    return Err(err(key, "must be greater than 0".into()));
+                }
+            }
+            if c.heartbeat_ms >= c.lease_ms {
+                return Err(err(
+                    "cluster.heartbeat_ms",
+                    "must be shorter than cluster.lease_ms".into(),
                 ));
             }
         }

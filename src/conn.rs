@@ -381,7 +381,14 @@ impl<'a> Conn<'a> {
                     drop(frame);
                     let reply = {
                         let ctx = self.ctx();
-                        self.session.handle(ctx, msg, enc)
+                        let gw: &'a Gateway = self.gw;
+                        match &gw.cluster {
+                            Some(c) if needs_presence_store(&msg) => {
+                                // Boxed: idle sockets should not carry this future's state.
+                                Box::pin(self.session.handle_cluster(ctx, c, msg, enc)).await
+                            }
+                            _ => self.session.handle(ctx, msg, enc),
+                        }
                     };
                     if reply.logged_out {
                         self.login_deadline = Some(Instant::now() + login_timeout);
@@ -427,6 +434,15 @@ impl<'a> Conn<'a> {
             .await;
         }
     }
+}
+
+/// Requests that go to Redis in cluster mode.
+fn needs_presence_store(msg: &imgate_proto::ClientMsg) -> bool {
+    use imgate_proto::ClientMsg;
+    matches!(
+        msg,
+        ClientMsg::Login { .. } | ClientMsg::RefreshSig { .. } | ClientMsg::Send { .. }
+    )
 }
 
 fn close_reason(code: u16) -> &'static str {

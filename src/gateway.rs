@@ -6,6 +6,7 @@
 //! holds [`Outbox`] handles only, through the registry and the wheel.
 
 use crate::clock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::expiry::{SharedWheel, Wheel, WheelKey};
 use crate::metrics::{CodeLabel, Metrics, PlatformLabel, ReasonLabel};
@@ -16,7 +17,7 @@ use crate::throttle::Throttle;
 use crate::usersig::{self, Decoded, SigError, SigKey};
 use crate::webhook::{Change, StateChange, Webhooks};
 use dashmap::DashMap;
-use imgate_proto::{Code, Platform};
+use imgate_proto::{Code, KickReason, Platform};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub throttle: Throttle,
     pub metrics: Arc<Metrics>,
     pub webhooks: Webhooks,
+    /// Cluster mode: presence shared through Redis (contract §12).
+    pub cluster: Option<Arc<Cluster>>,
     next_conn: AtomicU64,
     draining: AtomicBool,
     /// Every open socket's outbox, for the shutdown broadcast.
@@ -53,7 +56,12 @@ pub type Verified = Decoded;
 
 impl Gateway {
     /// Builds the shared state from a validated config.
-    pub fn new(config: Config, metrics: Arc<Metrics>, webhooks: Webhooks) -> Gateway {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        webhooks: Webhooks,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Gateway {
         let apps: HashMap<u64, App> = config
             .apps
             .iter()
@@ -77,6 +85,7 @@ impl Gateway {
             config,
             metrics,
             webhooks,
+            cluster,
             next_conn: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             conns: DashMap::new(),
@@ -165,13 +174,7 @@ impl Gateway {
     pub fn notify_kicked(&self, app: u64, victims: &[Victim], by_platform: Option<Platform>) {
         for v in victims {
             self.sessions_gauge(app, v.instance.platform, -1);
-            self.metrics
-                .kicks
-                .get_or_create(&ReasonLabel {
-                    sdk_app_id: app,
-                    reason: v.reason.as_str(),
-                })
-                .inc();
+            self.count_kick(app, v.reason);
             v.instance.outbox.push(Event::Kick {
                 session: v.instance.session,
                 reason: v.reason,
@@ -209,6 +212,30 @@ impl Gateway {
         // Drop the outbox clone after the lock is released.
         let removed = self.wheel.lock().cancel(key);
         drop(removed);
+    }
+
+    /// Counts a kick.
+    pub fn count_kick(&self, app: u64, reason: KickReason) {
+        self.metrics
+            .kicks
+            .get_or_create(&ReasonLabel {
+                sdk_app_id: app,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Ends a session in presence (logout, account switch, expiry, close): true when it was still
+    /// registered, false when a kick had already removed it.
+    pub fn presence_logout(&self, app: u64, user: &str, session: u64, platform: Platform) -> bool {
+        if let Some(c) = &self.cluster {
+            return c.unregister(self, session);
+        }
+        let removed = self.registry.logout(app, user, session);
+        if removed {
+            self.sessions_gauge(app, platform, -1);
+        }
+        removed
     }
 
     /// Moves the logged-in sessions gauge of a platform.

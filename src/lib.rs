@@ -11,6 +11,7 @@
 //! - [`expiry`]: the one-second timer wheel for UserSig expiry, and its driver task.
 //! - [`throttle`]: the failed-verification throttle (70050).
 //! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
+//! - [`cluster`]: cluster mode, presence shared through Redis (Lua scripts, pub/sub, leases).
 //! - [`gateway`]: the state all sockets share, and the operations on it.
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod expiry;
@@ -48,6 +50,8 @@ pub enum ServeError {
     Config(#[from] config::ConfigError),
     #[error("cannot bind: {0}")]
     Bind(std::io::Error),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(cluster::ClusterError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -99,9 +103,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         .build()
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
-        let server = server::Server::bind(config)
-            .await
-            .map_err(ServeError::Bind)?;
+        let server = server::Server::bind(config).await?;
         let ws = server.ws_addr().map_err(ServeError::Bind)?;
         let admin = server.admin_addr().map_err(ServeError::Bind)?;
         // Before the announce lines: whoever reads them may send SIGTERM at once.

@@ -67,6 +67,12 @@ pub struct Metrics {
     pub closes: Family<CloseLabel, Counter>,
     pub dau_gauge: Family<AppLabel, Gauge>,
     pub webhook: Family<WebhookLabel, Counter>,
+    /// Cluster mode: 1 while Redis answers.
+    pub redis_up: Gauge,
+    /// Cluster mode: live nodes as this node last saw them.
+    pub live_nodes: Gauge,
+    /// Cluster mode: DAU comes from Redis (a HyperLogLog per app and day), not from this process.
+    shared_dau: bool,
     dau: HashMap<u64, Mutex<Dau>>,
     hasher: RandomState,
 }
@@ -78,7 +84,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(apps: &[u64]) -> Metrics {
+    /// `cluster`: whether the node shares presence (adds `redis_up`, `live_nodes`; DAU from Redis).
+    pub fn new(apps: &[u64], cluster: bool) -> Metrics {
         let mut registry = Registry::with_prefix("imgate");
         let connections = Gauge::default();
         let sessions = Family::<PlatformLabel, Gauge>::default();
@@ -120,6 +127,20 @@ impl Metrics {
             "State.StateChange webhook events by result",
             webhook.clone(),
         );
+        let redis_up = Gauge::default();
+        let live_nodes = Gauge::default();
+        if cluster {
+            registry.register(
+                "redis_up",
+                "1 while Redis answers (cluster mode)",
+                redis_up.clone(),
+            );
+            registry.register(
+                "live_nodes",
+                "Live gateway nodes as this node sees them (cluster mode)",
+                live_nodes.clone(),
+            );
+        }
         let mut dau = HashMap::new();
         for &app in apps {
             dau_gauge
@@ -143,6 +164,9 @@ impl Metrics {
             closes,
             dau_gauge,
             webhook,
+            redis_up,
+            live_nodes,
+            shared_dau: cluster,
             dau,
             hasher: RandomState::new(),
         }
@@ -150,6 +174,9 @@ impl Metrics {
 
     /// Records a successful login for DAU.
     pub fn saw_user(&self, app: u64, user: &str, now_ms: u64) {
+        if self.shared_dau {
+            return;
+        }
         let Some(d) = self.dau.get(&app) else { return };
         let day = now_ms / 86_400_000;
         let mut d = d.lock();
@@ -163,8 +190,18 @@ impl Metrics {
             .set(d.users.len() as i64);
     }
 
+    /// Sets an app's DAU (cluster mode, from Redis).
+    pub fn set_dau(&self, app: u64, n: i64) {
+        self.dau_gauge
+            .get_or_create(&AppLabel { sdk_app_id: app })
+            .set(n);
+    }
+
     /// Refreshes the DAU gauges (a new UTC day with no login yet reads 0).
     fn roll_days(&self, now_ms: u64) {
+        if self.shared_dau {
+            return;
+        }
         let day = now_ms / 86_400_000;
         for (&app, d) in &self.dau {
             let mut d = d.lock();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// A message delivered to a user's sockets (from `send` or the admin push API), shared by recipients.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub from: String,
     pub from_platform: Option<Platform>,

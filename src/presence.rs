@@ -149,6 +149,17 @@ impl Registry {
         })
     }
 
+    /// Adds an instance without applying any policy (cluster mode: Redis decided, this registry is
+    /// only the node's index of its own sockets by user).
+    pub fn insert(&self, app: u64, user: &str, instance: Instance) {
+        if let Ok(users) = self.users(app) {
+            match users.get_mut(user) {
+                Some(mut list) => list.push(instance),
+                None => users.entry(user.into()).or_default().push(instance),
+            }
+        }
+    }
+
     /// Removes the session if it is still registered; returns whether it was.
     pub fn logout(&self, app: u64, user: &str, session: u64) -> bool {
         let Ok(users) = self.users(app) else {

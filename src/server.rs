@@ -2,6 +2,7 @@
 //! server, the expiry driver, the webhook deliverers, and the one shutdown path with a bounded drain.
 
 use crate::admin;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::conn;
 use crate::expiry;
@@ -42,12 +43,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the gateway and binds both listeners (must run inside a tokio runtime).
-    pub async fn bind(config: Config) -> io::Result<Server> {
-        let ws = bind(config.listen)?;
-        let admin = bind(config.admin_listen)?;
+    /// Builds the gateway, joins the cluster when configured, and binds both listeners (must run
+    /// inside a tokio runtime).
+    pub async fn bind(config: Config) -> Result<Server, crate::ServeError> {
+        let ws = bind(config.listen).map_err(crate::ServeError::Bind)?;
+        let admin = bind(config.admin_listen).map_err(crate::ServeError::Bind)?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(
+                Cluster::connect(c)
+                    .await
+                    .map_err(crate::ServeError::Cluster)?,
+            )),
+            None => None,
+        };
         let apps: Vec<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
-        let metrics = Arc::new(Metrics::new(&apps));
+        let metrics = Arc::new(Metrics::new(&apps, cluster.is_some()));
         let (stop, stop_rx) = watch::channel(false);
         let hooks: Vec<_> = config
             .apps
@@ -55,7 +65,7 @@ impl Server {
             .filter_map(|a| a.webhook.clone().map(|w| (a.sdk_app_id, w)))
             .collect();
         let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
-        let gateway = Arc::new(Gateway::new(config, metrics, webhooks));
+        let gateway = Arc::new(Gateway::new(config, metrics, webhooks, cluster));
         Ok(Server {
             gateway,
             ws,
@@ -86,6 +96,11 @@ impl Server {
         let max_conns = gw.config.max_connections.min(Semaphore::MAX_PERMITS) as u32;
         let permits = Arc::new(Semaphore::new(max_conns as usize));
         let wheel_task = tokio::spawn(expiry::run(Arc::clone(&gw.wheel)));
+        let cluster_tasks = gw
+            .cluster
+            .as_ref()
+            .map(|c| c.spawn_tasks(Arc::clone(&gw)))
+            .unwrap_or_default();
         let (stop_accept, accept_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(
             Arc::clone(&gw),
@@ -125,6 +140,13 @@ impl Server {
             deliverers.abort_all();
         }
         wheel_task.abort();
+        if let Some(c) = &gw.cluster {
+            // Let the unregisters of the sockets just closed reach Redis (bounded by the grace).
+            let _ = timeout_at(deadline, c.settle()).await;
+        }
+        for t in cluster_tasks {
+            t.abort();
+        }
         let _ = stop_admin.send(true);
         let _ = admin_task.await;
         tracing::info!("stopped");

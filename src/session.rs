@@ -7,9 +7,12 @@
 //! synchronously (no awaits: the registry and the wheel are lock-and-return), and returns what the
 //! socket must write or do; it never touches the socket itself.
 
+use crate::cluster::Cluster;
 use crate::gateway::Gateway;
+use crate::outbox::Delivery;
 use crate::outbox::{Event, Outbox};
 use crate::presence::Login;
+use crate::usersig::Decoded;
 use crate::webhook::Change;
 use crate::{clock, expiry::WheelKey};
 use imgate_proto::{
@@ -40,6 +43,18 @@ struct Active {
     expire_at: u64,
     wheel: WheelKey,
     encoding: Encoding,
+}
+
+/// A login admitted by presence, about to become the socket's session.
+struct Admitted<'a> {
+    app: u64,
+    user: &'a str,
+    platform: Platform,
+    instance_id: Option<&'a str>,
+    expire_at: u64,
+    session: u64,
+    kicked: Vec<Platform>,
+    same_user: bool,
 }
 
 /// What the socket shares with its session: the gateway, its own outbox, the client's IP.
@@ -165,6 +180,58 @@ impl Session {
         }
     }
 
+    /// Validates a login's parameters and verifies its UserSig (contract §2 order); `Err` is the
+    /// failure response, already counted.
+    #[allow(clippy::too_many_arguments)]
+    fn check_login(
+        ctx: Ctx<'_>,
+        seq: u64,
+        app: u64,
+        user: &str,
+        user_sig: &str,
+        platform: &str,
+        instance_id: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(Platform, Decoded), ServerMsg> {
+        let gw = ctx.gw;
+        let fail = |code: Code, desc: String| {
+            gw.count_login(app, code);
+            ServerMsg::error_with(seq, code, desc)
+        };
+        if !valid_user_id(user) {
+            return Err(fail(
+                Code::InvalidUserId,
+                "user_id must be 1 to 32 characters of A-Z a-z 0-9 _ -".into(),
+            ));
+        }
+        let Some(platform) = Platform::parse(platform) else {
+            return Err(fail(
+                Code::InvalidParameters,
+                format!("platform {platform:?} is not one of android, iphone, ipad, windows, mac, linux, web"),
+            ));
+        };
+        if instance_id.is_some_and(|i| !valid_instance_id(i)) {
+            return Err(fail(
+                Code::InvalidParameters,
+                "instance_id must be 1 to 64 printable ASCII characters without space".into(),
+            ));
+        }
+        match gw.verify(app, user, user_sig, ctx.ip, now_ms) {
+            Ok(t) if gw.apps.contains_key(&app) => Ok((platform, t)),
+            Ok(_) => Err(fail(
+                Code::AppNotConfigured,
+                Code::AppNotConfigured.desc().into(),
+            )),
+            Err((code, desc)) => Err(fail(code, desc)),
+        }
+    }
+
+    fn same_user(&self, app: u64, user: &str) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|a| a.app == app && &*a.user == user)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn login(
         &mut self,
@@ -179,42 +246,15 @@ impl Session {
         now_ms: u64,
     ) -> ServerMsg {
         let gw = ctx.gw;
-        let fail = |code: Code, desc: String| {
-            gw.count_login(app, code);
-            ServerMsg::error_with(seq, code, desc)
-        };
-        if !valid_user_id(user) {
-            return fail(
-                Code::InvalidUserId,
-                "user_id must be 1 to 32 characters of A-Z a-z 0-9 _ -".into(),
-            );
-        }
-        let Some(platform) = Platform::parse(platform) else {
-            return fail(
-                Code::InvalidParameters,
-                format!("platform {platform:?} is not one of android, iphone, ipad, windows, mac, linux, web"),
-            );
-        };
-        if instance_id.is_some_and(|i| !valid_instance_id(i)) {
-            return fail(
-                Code::InvalidParameters,
-                "instance_id must be 1 to 64 printable ASCII characters without space".into(),
-            );
-        }
-        let ticket = match gw.verify(app, user, user_sig, ctx.ip, now_ms) {
-            Ok(t) => t,
-            Err((code, desc)) => return fail(code, desc),
-        };
-        let Some(cfg) = gw.apps.get(&app) else {
-            return fail(Code::AppNotConfigured, Code::AppNotConfigured.desc().into());
-        };
+        let (platform, ticket) =
+            match Self::check_login(ctx, seq, app, user, user_sig, platform, instance_id, now_ms) {
+                Ok(ok) => ok,
+                Err(resp) => return resp,
+            };
+        let policy = &gw.apps[&app].policy;
         let expire_at = ticket.expire_at();
-
         // Same user on this socket: updated in place. Another user: the old session logs out.
-        let same_user = self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.app == app && &*a.user == user);
+        let same_user = self.same_user(app, user);
         let mut replaces = None;
         if same_user {
             let old = self.active.take().expect("checked above");
@@ -224,7 +264,7 @@ impl Session {
             self.end(ctx, Change::Logout);
         }
         let outcome = match gw.registry.login(
-            &cfg.policy,
+            policy,
             Login {
                 app,
                 user,
@@ -237,91 +277,257 @@ impl Session {
             },
         ) {
             Ok(o) => o,
-            Err(e) => return fail(Code::AppNotConfigured, e.to_string()),
+            Err(e) => {
+                gw.count_login(app, Code::AppNotConfigured);
+                return ServerMsg::error_with(seq, Code::AppNotConfigured, e.to_string());
+            }
         };
         if let Some((_, old_platform)) = replaces.filter(|_| outcome.replaced) {
             gw.sessions_gauge(app, old_platform, -1);
         }
         gw.sessions_gauge(app, platform, 1);
         gw.notify_kicked(app, &outcome.victims, Some(platform));
-        let wheel = gw.schedule_expiry(expire_at, ctx.outbox, outcome.session);
-        self.active = Some(Active {
+        let kicked = outcome
+            .victims
+            .iter()
+            .map(|v| v.instance.platform)
+            .collect();
+        let admitted = Admitted {
             app,
-            user: user.into(),
+            user,
             platform,
-            session: outcome.session,
+            instance_id,
             expire_at,
+            session: outcome.session,
+            kicked,
+            same_user,
+        };
+        self.admitted(ctx, seq, admitted, enc, now_ms)
+    }
+
+    /// The session of an admitted login starts: expiry scheduled, counted, webhook, response.
+    fn admitted(
+        &mut self,
+        ctx: Ctx<'_>,
+        seq: u64,
+        a: Admitted<'_>,
+        enc: Encoding,
+        now_ms: u64,
+    ) -> ServerMsg {
+        let gw = ctx.gw;
+        let wheel = gw.schedule_expiry(a.expire_at, ctx.outbox, a.session);
+        self.active = Some(Active {
+            app: a.app,
+            user: a.user.into(),
+            platform: a.platform,
+            session: a.session,
+            expire_at: a.expire_at,
             wheel,
             encoding: enc,
         });
-        gw.metrics.saw_user(app, user, now_ms);
-        gw.count_login(app, Code::Ok);
-        if !same_user {
-            let kicked = outcome
-                .victims
-                .iter()
-                .map(|v| v.instance.platform)
-                .collect();
-            gw.state_change(app, user, platform, ctx.ip, Change::Login, kicked);
+        gw.metrics.saw_user(a.app, a.user, now_ms);
+        gw.count_login(a.app, Code::Ok);
+        if !a.same_user {
+            gw.state_change(a.app, a.user, a.platform, ctx.ip, Change::Login, a.kicked);
         }
         ServerMsg::ok(
             seq,
             ResponseData::Login {
-                user_id: user.to_owned(),
-                platform,
-                instance_id: instance_id.map(str::to_owned),
-                expire_at,
+                user_id: a.user.to_owned(),
+                platform: a.platform,
+                instance_id: a.instance_id.map(str::to_owned),
+                expire_at: a.expire_at,
             },
         )
     }
 
-    fn refresh(&mut self, ctx: Ctx<'_>, seq: u64, user_sig: &str, now_ms: u64) -> ServerMsg {
+    /// Cluster mode: the requests that need Redis (login, refresh_sig, send) are handled here;
+    /// everything else as in [`Session::handle`].
+    pub async fn handle_cluster(
+        &mut self,
+        ctx: Ctx<'_>,
+        cluster: &Cluster,
+        msg: ClientMsg,
+        enc: Encoding,
+    ) -> Reply {
+        let now_ms = clock::now_ms();
+        let seq = msg.seq();
+        let keep = |msg| Reply {
+            msg,
+            logged_out: false,
+        };
         let gw = ctx.gw;
-        let a = self.active.as_mut().expect("checked by the caller");
-        match gw.verify(a.app, &a.user, user_sig, ctx.ip, now_ms) {
-            Err((code, desc)) => ServerMsg::error_with(seq, code, desc),
-            Ok(ticket) => {
-                let expire_at = ticket.expire_at();
-                gw.cancel_expiry(a.wheel);
-                a.wheel = gw.schedule_expiry(expire_at, ctx.outbox, a.session);
-                a.expire_at = expire_at;
-                gw.registry
-                    .set_expire_at(a.app, &a.user, a.session, expire_at);
-                ServerMsg::ok(seq, ResponseData::RefreshSig { expire_at })
+        match msg {
+            ClientMsg::Login {
+                sdk_app_id: app,
+                user_id,
+                user_sig,
+                platform,
+                instance_id,
+                ..
+            } => {
+                let (platform, ticket) = match Self::check_login(
+                    ctx,
+                    seq,
+                    app,
+                    &user_id,
+                    &user_sig,
+                    &platform,
+                    instance_id.as_deref(),
+                    now_ms,
+                ) {
+                    Ok(ok) => ok,
+                    Err(resp) => return keep(resp),
+                };
+                let same_user = self.same_user(app, &user_id);
+                let replaces = self
+                    .active
+                    .as_ref()
+                    .filter(|_| same_user)
+                    .map(|a| a.session);
+                let policy = &gw.apps[&app].policy;
+                let admission = cluster
+                    .login(
+                        gw,
+                        policy,
+                        crate::cluster::LoginRequest {
+                            app,
+                            user: &user_id,
+                            outbox: ctx.outbox,
+                            platform,
+                            instance_id: instance_id.as_deref(),
+                            expire_at: ticket.expire_at(),
+                            tls_time: ticket.time,
+                            ip: ctx.ip,
+                            now_ms,
+                            replaces,
+                        },
+                    )
+                    .await;
+                let adm = match admission {
+                    Ok(a) => a,
+                    Err(code) => {
+                        if code == Code::SigRevoked {
+                            gw.throttle.record_failure(app, &user_id, ctx.ip, now_ms);
+                        }
+                        gw.count_login(app, code);
+                        return keep(ServerMsg::error(seq, code));
+                    }
+                };
+                // Only now, with the new session admitted, does the old one give way.
+                if same_user {
+                    if let Some(old) = self.active.take() {
+                        gw.cancel_expiry(old.wheel);
+                    }
+                } else if self.active.is_some() {
+                    self.end(ctx, Change::Logout);
+                }
+                let admitted = Admitted {
+                    app,
+                    user: &user_id,
+                    platform,
+                    instance_id: instance_id.as_deref(),
+                    expire_at: ticket.expire_at(),
+                    session: adm.sid,
+                    kicked: adm.kicked,
+                    same_user,
+                };
+                keep(self.admitted(ctx, seq, admitted, enc, now_ms))
             }
+            ClientMsg::RefreshSig { user_sig, .. } if self.active.is_some() => {
+                let a = self.active.as_ref().expect("checked by the guard");
+                let ticket = match gw.verify(a.app, &a.user, &user_sig, ctx.ip, now_ms) {
+                    Ok(t) => t,
+                    Err((code, desc)) => return keep(ServerMsg::error_with(seq, code, desc)),
+                };
+                if let Err(code) = cluster.refresh(a.session, ticket.expire_at()).await {
+                    return keep(ServerMsg::error(seq, code));
+                }
+                keep(self.refreshed(ctx, seq, ticket.expire_at()))
+            }
+            ClientMsg::Send { to, payload, .. } if self.active.is_some() => {
+                let a = self.active.as_ref().expect("checked by the guard");
+                let delivery = match self.delivery(ctx, seq, &to, payload) {
+                    Ok(d) => d,
+                    Err(resp) => return keep(resp),
+                };
+                let skip = Some(ctx.outbox.id());
+                let delivered = match cluster
+                    .deliver(gw, a.app, &to, skip, delivery.clone())
+                    .await
+                {
+                    Ok(n) => n,
+                    // Redis unreachable: this node's sockets still get it.
+                    Err(_) => gw.deliver(a.app, &to, skip, delivery),
+                };
+                keep(ServerMsg::ok(seq, ResponseData::Send { delivered }))
+            }
+            other => self.handle(ctx, other, enc),
         }
     }
 
-    fn send(&mut self, ctx: Ctx<'_>, seq: u64, to: &str, payload: String) -> ServerMsg {
+    fn refresh(&mut self, ctx: Ctx<'_>, seq: u64, user_sig: &str, now_ms: u64) -> ServerMsg {
+        let a = self.active.as_ref().expect("checked by the caller");
+        match ctx.gw.verify(a.app, &a.user, user_sig, ctx.ip, now_ms) {
+            Err((code, desc)) => ServerMsg::error_with(seq, code, desc),
+            Ok(ticket) => self.refreshed(ctx, seq, ticket.expire_at()),
+        }
+    }
+
+    /// The session's UserSig now expires at `expire_at`.
+    fn refreshed(&mut self, ctx: Ctx<'_>, seq: u64, expire_at: u64) -> ServerMsg {
+        let gw = ctx.gw;
+        let a = self.active.as_mut().expect("checked by the caller");
+        gw.cancel_expiry(a.wheel);
+        a.wheel = gw.schedule_expiry(expire_at, ctx.outbox, a.session);
+        a.expire_at = expire_at;
+        gw.registry
+            .set_expire_at(a.app, &a.user, a.session, expire_at);
+        ServerMsg::ok(seq, ResponseData::RefreshSig { expire_at })
+    }
+
+    /// Checks a `send` and builds its delivery.
+    fn delivery(
+        &self,
+        ctx: Ctx<'_>,
+        seq: u64,
+        to: &str,
+        payload: String,
+    ) -> Result<Delivery, ServerMsg> {
         let a = self.active.as_ref().expect("checked by the caller");
         if !valid_user_id(to) {
-            return ServerMsg::error_with(
+            return Err(ServerMsg::error_with(
                 seq,
                 Code::InvalidUserId,
                 "to must be a valid user_id".into(),
-            );
+            ));
         }
         if payload.len() > ctx.gw.config.max_payload_bytes {
-            return ServerMsg::error_with(
+            return Err(ServerMsg::error_with(
                 seq,
                 Code::InvalidParameters,
                 format!(
                     "payload exceeds max_payload_bytes ({})",
                     ctx.gw.config.max_payload_bytes
                 ),
-            );
+            ));
         }
-        let delivered = ctx.gw.deliver(
-            a.app,
-            to,
-            Some(ctx.outbox.id()),
-            crate::outbox::Delivery {
-                from: a.user.to_string(),
-                from_platform: Some(a.platform),
-                payload,
-            },
-        );
-        ServerMsg::ok(seq, ResponseData::Send { delivered })
+        Ok(Delivery {
+            from: a.user.to_string(),
+            from_platform: Some(a.platform),
+            payload,
+        })
+    }
+
+    fn send(&mut self, ctx: Ctx<'_>, seq: u64, to: &str, payload: String) -> ServerMsg {
+        let a = self.active.as_ref().expect("checked by the caller");
+        match self.delivery(ctx, seq, to, payload) {
+            Ok(d) => {
+                let delivered = ctx.gw.deliver(a.app, to, Some(ctx.outbox.id()), d);
+                ServerMsg::ok(seq, ResponseData::Send { delivered })
+            }
+            Err(resp) => resp,
+        }
     }
 
     /// Ends the logged-in session (logout, account switch, expiry, close): removes it from presence
@@ -330,8 +536,7 @@ impl Session {
         let Some(a) = self.active.take() else { return };
         let gw = ctx.gw;
         gw.cancel_expiry(a.wheel);
-        if gw.registry.logout(a.app, &a.user, a.session) {
-            gw.sessions_gauge(a.app, a.platform, -1);
+        if gw.presence_logout(a.app, &a.user, a.session, a.platform) {
             gw.state_change(a.app, &a.user, a.platform, ctx.ip, change, Vec::new());
         }
     }
@@ -369,11 +574,10 @@ impl Session {
                     return Action::None; // stale, or refreshed since
                 }
                 let gw = ctx.gw;
-                if !gw.registry.logout(a.app, &a.user, a.session) {
+                if !gw.presence_logout(a.app, &a.user, a.session, a.platform) {
                     return Action::None; // kicked meanwhile: its Kick event follows
                 }
                 let a = self.active.take().expect("checked above");
-                gw.sessions_gauge(a.app, a.platform, -1);
                 gw.metrics
                     .expiries
                     .get_or_create(&crate::metrics::AppLabel { sdk_app_id: a.app })
