@@ -143,6 +143,7 @@ impl Server {
         if let Some(c) = &gw.cluster {
             // Let the unregisters of the sockets just closed reach Redis (bounded by the grace).
             let _ = timeout_at(deadline, c.settle()).await;
+            c.leave().await;
         }
         for t in cluster_tasks {
             t.abort();

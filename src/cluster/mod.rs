@@ -659,6 +659,15 @@ impl Cluster {
         true
     }
 
+    /// Leaves the cluster on shutdown (after [`Cluster::settle`]): the lease is given up, so the
+    /// node id can be used again at once and no sweeper waits for it.
+    pub async fn leave(&self) {
+        let mut con = self.con();
+        let _ = self
+            .bounded(con.zrem::<_, _, i64>("im:nodes", &self.node))
+            .await;
+    }
+
     /// Resolves once the unregisters under way have reached Redis (or failed).
     pub async fn settle(&self) {
         while self.inflight.load(Ordering::SeqCst) > 0 {
