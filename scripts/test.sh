@@ -15,8 +15,8 @@ t=$SECONDS
 ./scripts/interop-setup.sh
 echo "interop setup: $((SECONDS - t)) s"
 
-# (Add further test-dependency installs here, before the Rust checks: e.g. a redis server
-#  for the integration tests, as scripts/redis-setup.sh, idempotent like interop-setup.sh.)
+step "scripts/redis-setup.sh (redis-server for the cluster-mode tests in tests/cluster.rs)"
+./scripts/redis-setup.sh
 
 # ---- Rust checks ------------------------------------------------------------------------------
 step "cargo fmt --all -- --check"
