@@ -41,8 +41,9 @@ trap cleanup EXIT
 
 echo "==> cargo build --release (imgate, examples/baseline)"
 cargo build --release --quiet --bin imgate --example baseline
-BIN=target/release/imgate
-BASELINE=target/release/examples/baseline
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/imgate
+BASELINE=$TARGET/release/examples/baseline
 
 # Starts "$@" with stdout to $WORK/$name.out and waits for its `listening on ws://ADDR/ws` line.
 # Sets SERVER_PID and SERVER_URL.
