@@ -216,6 +216,42 @@ impl<'a> Conn<'a> {
         self.login_deadline.map_or(t, |d| d.min(t))
     }
 
+    /// Acts on outbox events in order; `Some` when the socket must close.
+    fn apply(&mut self, events: &mut Vec<Event>, login_timeout: Duration) -> Option<End> {
+        let mut end = None;
+        for ev in events.drain(..) {
+            let action = {
+                let ctx = self.ctx();
+                self.session.on_event(ctx, ev)
+            };
+            match action {
+                Action::None => {}
+                Action::Push(msg, enc, logged_out) => {
+                    if logged_out {
+                        self.login_deadline = Some(Instant::now() + login_timeout);
+                    }
+                    if !self.queue(&msg, enc) {
+                        end = Some(End::Close(close::SLOW_CONSUMER, "slow consumer".into()));
+                        break;
+                    }
+                }
+                Action::Close(push, code) => {
+                    if let Some((msg, enc)) = push {
+                        // The push goes out right before the close frame.
+                        self.queue(&msg, enc);
+                    }
+                    end = Some(End::Close(code, close_reason(code).into()));
+                    break;
+                }
+            }
+        }
+        events.clear();
+        if events.capacity() > 16 {
+            *events = Vec::new();
+        }
+        end
+    }
+
     async fn run(&mut self, mut ws: Ws) {
         let cfg = &self.gw.config;
         let idle = Duration::from_secs(cfg.idle_timeout_secs);
@@ -297,41 +333,7 @@ impl<'a> Conn<'a> {
                     if overflowed {
                         break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
                     }
-                    let mut end = None;
-                    for ev in events.drain(..) {
-                        let action = {
-                            let ctx = self.ctx();
-                            self.session.on_event(ctx, ev)
-                        };
-                        match action {
-                            Action::None => {}
-                            Action::Push(msg, enc, logged_out) => {
-                                if logged_out {
-                                    self.login_deadline = Some(Instant::now() + login_timeout);
-                                }
-                                if !self.queue(&msg, enc) {
-                                    end = Some(End::Close(
-                                        close::SLOW_CONSUMER,
-                                        "slow consumer".into(),
-                                    ));
-                                    break;
-                                }
-                            }
-                            Action::Close(push, code) => {
-                                if let Some((msg, enc)) = push {
-                                    // The push goes out right before the close frame.
-                                    self.queue(&msg, enc);
-                                }
-                                end = Some(End::Close(code, close_reason(code).into()));
-                                break;
-                            }
-                        }
-                    }
-                    events.clear();
-                    if events.capacity() > 16 {
-                        events = Vec::new();
-                    }
-                    if let Some(end) = end {
+                    if let Some(end) = self.apply(&mut events, login_timeout) {
                         break end;
                     }
                 }
@@ -379,6 +381,15 @@ impl<'a> Conn<'a> {
                         }
                     };
                     drop(frame);
+                    // What was queued before this request was read takes effect first: a socket
+                    // whose session was evicted by a login that has been answered must not answer
+                    // as logged in (the poll above reads frames before the mailbox).
+                    if self.outbox.take(&mut events) {
+                        break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
+                    }
+                    if let Some(end) = self.apply(&mut events, login_timeout) {
+                        break end;
+                    }
                     let reply = {
                         let ctx = self.ctx();
                         let gw: &'a Gateway = self.gw;

@@ -131,6 +131,24 @@ impl Outbox {
         Poll::Ready(false)
     }
 
+    /// Moves queued events into `out` without registering for a wake-up: the socket task calls it
+    /// before acting on a request, so that what was queued first takes effect first. Returns whether
+    /// the outbox overflowed.
+    pub fn take(&self, out: &mut Vec<Event>) -> bool {
+        let mut g = self.inner.lock();
+        if g.overflowed {
+            return true;
+        }
+        if !g.queue.is_empty() {
+            out.extend(g.queue.drain(..));
+            g.messages = 0;
+            if g.queue.capacity() > 16 {
+                g.queue = VecDeque::new();
+            }
+        }
+        false
+    }
+
     /// The socket is gone: later pushes fail and nothing is kept.
     pub fn close(&self) {
         let mut g = self.inner.lock();
@@ -169,6 +187,20 @@ mod tests {
             !o.push(Event::Shutdown),
             "an overflowed outbox takes nothing"
         );
+    }
+
+    #[test]
+    fn take_without_a_waker_drains_too() {
+        let o = Outbox::new(1, 1);
+        let mut out = vec![];
+        assert!(!o.take(&mut out));
+        assert!(out.is_empty());
+        assert!(o.push(msg(1)) && o.push(Event::Shutdown));
+        assert!(!o.take(&mut out));
+        assert_eq!(out.len(), 2);
+        assert!(o.push(msg(1)), "room again after the drain");
+        assert!(!o.push(msg(1)));
+        assert!(o.take(&mut out), "overflowed");
     }
 
     #[test]
