@@ -16,7 +16,8 @@ local function now()
   return s, s * 1000000 + tonumber(t[2])
 end
 -- Live entries of a user hash: not expired (now_ms > exp * 1000 is expired) and on a node whose lease
--- has not lapsed. Returns the list (each with .field) and the dead ones.
+-- has not lapsed. Returns the list (each with .field) and the dead ones; a dead one whose node is
+-- still in im:nodes with a lapsed lease has .lapsed set (the sweeper will remove it, with its webhook).
 local function load(hash, nodes, now_ms)
   local flat = redis.call('HGETALL', hash)
   local live, dead, lease = {}, {}, {}
@@ -32,6 +33,7 @@ local function load(hash, nodes, now_ms)
           lease[e.node] = l
         end
         if now_ms > e.exp * 1000 or l <= now_ms then
+          e.lapsed = l > 0 and l <= now_ms
           table.insert(dead, e)
         else
           table.insert(live, e)

@@ -38,7 +38,18 @@ else
 end
 if order > last then redis.call('HSET', KEYS[1], 'last', fmt(order)) end
 local live, dead = load(KEYS[1], KEYS[4], now_ms)
-for _, e in ipairs(dead) do redis.call('HDEL', KEYS[1], e.field) end
+for _, e in ipairs(dead) do
+  if e.lapsed then
+    -- Its node's lease lapsed: the sweeper removes it and emits its Disconnect/LinkClose webhook.
+    -- Leave it for the sweeper, out of the newcomer's field.
+    if e.field == field then
+      redis.call('HDEL', KEYS[1], e.field)
+      redis.call('HSET', KEYS[1], 'e:' .. e.plat .. ':~' .. e.sid, value(e))
+    end
+  else
+    redis.call('HDEL', KEYS[1], e.field)
+  end
+end
 local me = { sid = sid, node = node, order = order, exp = tonumber(ARGV[6]), plat = plat, ip = ARGV[11], iid = iid, field = field, new = true }
 local cands = { me }
 for _, e in ipairs(live) do
