@@ -909,10 +909,18 @@ impl Cluster {
         let mut tick = tokio::time::interval(Duration::from_millis(self.cfg.heartbeat_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_up = true;
+        // Sweep only after lease_ms of unbroken contact with Redis: when Redis comes back (an AOF
+        // restart keeps the leases, all lapsed by then), every live node must first have had the
+        // time to renew its lease, or it would be swept for dead (with false LinkClose webhooks).
+        let mut up_since = tokio::time::Instant::now();
+        let settle = Duration::from_millis(self.cfg.lease_ms);
         loop {
             tick.tick().await;
             match self.heartbeat_once(false).await {
                 Ok(beat) => {
+                    if !was_up {
+                        up_since = tokio::time::Instant::now();
+                    }
                     gw.metrics.redis_up.set(1);
                     gw.metrics.live_nodes.set(beat.live_nodes as i64);
                     let changed = {
@@ -930,7 +938,8 @@ impl Cluster {
                         self.reconcile_now.notify_one();
                     }
                     was_up = true;
-                    for dead in beat.dead.iter().filter(|d| **d != self.node) {
+                    let sweeping = up_since.elapsed() >= settle;
+                    for dead in beat.dead.iter().filter(|d| sweeping && **d != self.node) {
                         if let Err(e) = self.sweep(&gw, dead).await {
                             tracing::debug!(node = %dead, "sweep failed: {e}");
                         }
