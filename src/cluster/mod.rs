@@ -34,7 +34,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -253,6 +253,8 @@ pub enum ScriptOutcome {
     Lost(KickReason, Option<Platform>),
     /// The UserSig was revoked (70052).
     Revoked,
+    /// Redis ran the script after its deadline, when the caller had given up: nothing changed.
+    Late,
 }
 
 /// One login or restore as the script takes it (public for the differential test).
@@ -271,6 +273,8 @@ pub struct ScriptLogin<'a> {
     pub ip: &'a str,
     pub replaces: Option<u64>,
     pub lease_ms: u64,
+    /// Redis runs the script only until this time (ms, Redis's clock; 0: no deadline).
+    pub deadline_ms: u64,
 }
 
 /// Runs the login script once on `con` (public for the differential test against
@@ -298,7 +302,8 @@ pub async fn run_login_script(
         .arg(format!("{}:{}", l.app, l.user))
         .arg(l.ip)
         .arg(l.replaces.map(|s| s.to_string()).unwrap_or_default())
-        .arg(l.lease_ms);
+        .arg(l.lease_ms)
+        .arg(l.deadline_ms);
     for g in group_args(policy, l.platform) {
         inv.arg(g);
     }
@@ -306,6 +311,7 @@ pub async fn run_login_script(
     let parts = texts(reply)?;
     match parts.first().map(String::as_str) {
         Some("70052") => Ok(ScriptOutcome::Revoked),
+        Some("70169") => Ok(ScriptOutcome::Late),
         Some("1") => {
             let (r, by) = parse_tomb(parts.get(1).map(String::as_str).unwrap_or(""));
             Ok(ScriptOutcome::Lost(r, by))
@@ -369,6 +375,8 @@ pub struct Cluster {
     generation: Mutex<Option<String>>,
     /// Unregisters on their way to Redis.
     inflight: AtomicUsize,
+    /// Redis's clock minus ours (ms), from the last heartbeat: for the login script's deadline.
+    clock_offset_ms: AtomicI64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -444,6 +452,7 @@ impl Cluster {
             reconcile_now: Notify::new(),
             generation: Mutex::new(None),
             inflight: AtomicUsize::new(0),
+            clock_offset_ms: AtomicI64::new(0),
         };
         let beat = cluster.heartbeat_once(true).await?;
         *cluster.generation.lock() = Some(beat.generation);
@@ -475,6 +484,15 @@ impl Cluster {
 
     fn con(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// Until when (Redis's clock, ms) a login script sent now may run: a script that waited in a
+    /// hung Redis past the time this node gives up on it (answering 70169) must change nothing.
+    /// A fifth of the budget is left for the reply to come back.
+    fn script_deadline(&self) -> u64 {
+        let redis_now =
+            crate::clock::now_ms() as i64 + self.clock_offset_ms.load(Ordering::Relaxed);
+        (redis_now + (self.cfg.redis_timeout_ms * 4 / 5) as i64).max(1) as u64
     }
 
     /// Admits a login cluster-wide: the login script decides, the evicted sessions are told (here
@@ -516,6 +534,7 @@ impl Cluster {
             ip: &ip,
             replaces: req.replaces,
             lease_ms: self.cfg.lease_ms,
+            deadline_ms: self.script_deadline(),
         };
         let mut con = self.con();
         let outcome = self
@@ -527,7 +546,7 @@ impl Cluster {
                 self.local.remove(&sid);
                 return Err(Code::SigRevoked);
             }
-            Ok(ScriptOutcome::Lost(..)) | Err(_) => {
+            Ok(ScriptOutcome::Lost(..) | ScriptOutcome::Late) | Err(_) => {
                 if let Err(e) = &outcome {
                     tracing::warn!("cluster login failed: {e}");
                 }
@@ -897,6 +916,10 @@ impl Cluster {
         }
         let num = |i: usize| parts.get(i).and_then(|s| s.parse::<u64>().ok());
         let now_ms = num(2).ok_or_else(|| ClusterError::Reply(parts.join(",")))?;
+        self.clock_offset_ms.store(
+            now_ms as i64 - crate::clock::now_ms() as i64,
+            Ordering::Relaxed,
+        );
         Ok(Beat {
             lapsed: num(1).is_none_or(|prev| prev <= now_ms),
             generation: parts.get(3).cloned().unwrap_or_default(),
@@ -1073,6 +1096,7 @@ impl Cluster {
                 ip: &ip,
                 replaces: None,
                 lease_ms: self.cfg.lease_ms,
+                deadline_ms: self.script_deadline(),
             };
             match self
                 .bounded_script(run_login_script(&mut con, &app.policy, &call))
@@ -1082,7 +1106,8 @@ impl Cluster {
                     self.route_kicks(gw, l.app, evicted, Some(l.platform)).await
                 }
                 ScriptOutcome::Lost(reason, by) => self.kick_local(gw, sid, reason, by),
-                ScriptOutcome::Revoked => {}
+                // too late: the next reconcile retries
+                ScriptOutcome::Revoked | ScriptOutcome::Late => {}
             }
         }
         self.reverse_reconcile(&mut con).await

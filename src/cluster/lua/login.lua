@@ -4,12 +4,16 @@
 --       5 this node's user set im:node:<id>:u
 -- ARGV: 1 mode (login|restore), 2 node, 3 sid, 4 platform, 5 iid ('' none), 6 expire_at,
 --       7 TLS.time, 8 restore order, 9 tombstone ttl (s), 10 user key 'A:U', 11 client ip,
---       12 replaces sid ('' none), 13 lease_ms, 14.. 'platform=cap' for each platform of the group
--- Returns {70052} revoked; {1, 'reason|by_platform'} a restore that loses (or was tombstoned);
+--       12 replaces sid ('' none), 13 lease_ms, 14 deadline (ms, Redis clock; 0 none),
+--       15.. 'platform=cap' for each platform of the group
+-- Returns {70169} run after the deadline (the caller gave up: nothing changes); {70052} revoked;
+--         {1, 'reason|by_platform'} a restore that loses (or was tombstoned);
 --         {0, order, victim...} with victim = 'sid|node|platform|reason|iid'.
 local mode, node, sid, plat, iid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local now_s, now_us = now()
 local now_ms = math.floor(now_us / 1000)
+local deadline = tonumber(ARGV[14])
+if deadline > 0 and now_ms > deadline then return { 70169 } end
 if mode == 'login' then
   local nb = redis.call('GET', KEYS[3])
   if nb and tonumber(ARGV[7]) <= tonumber(nb) then return { 70052 } end
@@ -20,7 +24,7 @@ end
 -- The node doing the login is alive: keep its lease at least this long.
 redis.call('ZADD', KEYS[4], 'GT', now_ms + tonumber(ARGV[13]), node)
 local cap = {}
-for i = 14, #ARGV do
+for i = 15, #ARGV do
   local p, c = string.match(ARGV[i], '^([^=]+)=(%d+)$')
   cap[p] = tonumber(c)
 end
