@@ -13,15 +13,15 @@
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use flate2::read::ZlibDecoder;
 use flate2::write::ZlibEncoder;
-use flate2::Compression;
+use flate2::{Compression, Decompress, FlushDecompress, Status};
 use hmac::{Hmac, KeyInit, Mac};
 use imgate_proto::Code;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use std::cell::RefCell;
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -210,17 +210,43 @@ pub fn decode(user_sig: &str) -> Result<Decoded, SigError> {
     let compressed = STANDARD
         .decode(&std_b64)
         .map_err(|e| SigError::Undecodable(format!("base64: {e}")))?;
-    let mut json = Vec::with_capacity(512);
-    ZlibDecoder::new(compressed.as_slice())
-        .take(MAX_INFLATED_BYTES as u64 + 1)
-        .read_to_end(&mut json)
-        .map_err(|e| SigError::Undecodable(format!("zlib: {e}")))?;
-    if json.len() > MAX_INFLATED_BYTES {
-        return Err(SigError::Undecodable(format!(
-            "inflates to more than {MAX_INFLATED_BYTES} bytes"
-        )));
-    }
+    let json = inflate(&compressed)?;
     serde_json::from_slice(&json).map_err(|e| SigError::Undecodable(format!("JSON: {e}")))
+}
+
+/// Inflates a zlib stream into at most [`MAX_INFLATED_BYTES`], reusing one decompressor per thread
+/// (setting one up costs more than inflating a ticket).
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, SigError> {
+    thread_local! {
+        static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+    }
+    let bad = |why: String| SigError::Undecodable(format!("zlib: {why}"));
+    let too_large =
+        || SigError::Undecodable(format!("inflates to more than {MAX_INFLATED_BYTES} bytes"));
+    INFLATER.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(true);
+        let mut out = Vec::with_capacity(1024);
+        loop {
+            let (in_before, out_before) = (d.total_in(), d.total_out());
+            let rest = compressed.get(in_before as usize..).unwrap_or_default();
+            let status = d
+                .decompress_vec(rest, &mut out, FlushDecompress::None)
+                .map_err(|e| bad(e.to_string()))?;
+            if out.len() > MAX_INFLATED_BYTES {
+                return Err(too_large());
+            }
+            if status == Status::StreamEnd {
+                return Ok(out);
+            }
+            if out.len() == out.capacity() {
+                let room = MAX_INFLATED_BYTES + 1 - out.len();
+                out.reserve_exact(room.min(out.capacity()));
+            } else if d.total_in() == in_before && d.total_out() == out_before {
+                return Err(bad("truncated stream".into()));
+            }
+        }
+    })
 }
 
 impl Decoded {
@@ -510,6 +536,9 @@ mod tests {
             decode(&not_object).unwrap_err().code(),
             Code::SigUndecodable
         );
+        // a valid ticket cut short
+        let cut = &PY_SIG[..PY_SIG.len() - 12];
+        assert_eq!(decode(cut).unwrap_err().code(), Code::SigUndecodable);
         let long = "A".repeat(MAX_USERSIG_CHARS + 4);
         assert_eq!(decode(&long).unwrap_err().code(), Code::SigUndecodable);
     }
