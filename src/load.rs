@@ -3,7 +3,8 @@
 //!
 //! What it owns: opening sessions at a bounded concurrency, logging each in with a UserSig it mints,
 //! holding them, and reporting what it saw (sessions held, logins/s, latency percentiles, errors by
-//! kind); in `--mode kick`, the time from a new login to the old socket reading `kicked_offline`.
+//! kind); in `--mode kick`, the time from a new login to the old socket reading `kicked_offline`
+//! (with `--kick-url`, the newcomer connects to another node than the old socket: a cross-node kick).
 //! With `--server-pid` it also samples the server's RSS and CPU time from `/proc`, at the moments
 //! that matter (before the first connect, after the last login, at the end of the hold).
 //!
@@ -86,6 +87,10 @@ pub struct LoadArgs {
     /// Users to kick in kick mode
     #[arg(long, default_value_t = 1000)]
     pub kick_users: usize,
+    /// Kick mode: the endpoint the newcomer logs in on, while the old socket is on `--url`
+    /// (another node of a cluster, for the cross-node kick latency); default: `--url`
+    #[arg(long)]
+    pub kick_url: Option<String>,
     /// The target is the bare baseline server: any one frame back counts as a login
     #[arg(long)]
     pub baseline: bool,
@@ -388,6 +393,11 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
             "--mode kick needs the gateway: the baseline has no logins to kick".into(),
         ));
     }
+    if args.kick_url.is_some() && args.mode != Mode::Kick {
+        return Err(LoadError::Args(
+            "--kick-url applies to --mode kick only".into(),
+        ));
+    }
     if !args.baseline && args.key.is_empty() {
         return Err(LoadError::Args(
             "--key is required (the app's secret key) unless --baseline".into(),
@@ -408,20 +418,28 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
         .build()
         .map_err(LoadError::Runtime)?;
     runtime.block_on(async move {
-        let (addr, url) = resolve(&args.url).await?;
-        let target = Arc::new(Target {
-            addr,
-            url,
-            spread: !args.single_source && addr.ip().is_loopback(),
-            baseline: args.baseline,
-            deadline: Duration::from_secs(args.timeout.max(1)),
-            ws_config: WebSocketConfig::default()
-                .read_buffer_size(4096)
-                .write_buffer_size(0),
-        });
+        let make_target = |(addr, url): (SocketAddr, String)| {
+            Arc::new(Target {
+                addr,
+                url,
+                spread: !args.single_source && addr.ip().is_loopback(),
+                baseline: args.baseline,
+                deadline: Duration::from_secs(args.timeout.max(1)),
+                ws_config: WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0),
+            })
+        };
+        let target = make_target(resolve(&args.url).await?);
         let report = match args.mode {
             Mode::Login => run_login(&args, target).await,
-            Mode::Kick => run_kick(&args, target).await,
+            Mode::Kick => {
+                let newcomer = match &args.kick_url {
+                    Some(u) => make_target(resolve(u).await?),
+                    None => Arc::clone(&target),
+                };
+                run_kick(&args, target, newcomer).await
+            }
         };
         let ok = report.ok;
         if args.json {
@@ -622,6 +640,7 @@ fn server_json(
         "rss_per_session_bytes": per(h.rss_kb.saturating_sub(b.rss_kb), held),
         "cpu_connect_ms": cpu_ms,
         "cpu_per_login_us": if established == 0 { 0 } else { cpu_ms * 1000 / established as u64 },
+        "cpu_hold_ms": h.cpu_ms.saturating_sub(c.cpu_ms),
     })
 }
 
@@ -689,7 +708,8 @@ async fn hold(
     held.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
+/// Kick mode: old sockets on `target`, newcomers on `newcomer` (the same target unless `--kick-url`).
+async fn run_kick(args: &LoadArgs, target: Arc<Target>, newcomer: Arc<Target>) -> Report {
     let m = args.kick_users;
     let key = SigKey::new(&args.key);
     let now = crate::clock::now_secs();
@@ -711,8 +731,9 @@ async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.min(m.max(1)) {
-        let (target, frames, errors, kick, relogin, next) = (
+        let (target, newcomer, frames, errors, kick, relogin, next) = (
             Arc::clone(&target),
+            Arc::clone(&newcomer),
             Arc::clone(&frames),
             Arc::clone(&errors),
             Arc::clone(&kick),
@@ -726,7 +747,12 @@ async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
                     break;
                 }
                 let (first, second) = &frames[i];
-                match timeout(target.deadline, kick_one(&target, i, first, second)).await {
+                match timeout(
+                    target.deadline,
+                    kick_one(&target, &newcomer, i, first, second),
+                )
+                .await
+                {
                     Err(_) => errors.add("timeout"),
                     Ok(Err(kind)) => errors.add(kind),
                     Ok(Ok((k, r))) => {
@@ -745,6 +771,7 @@ async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
     let json = json!({
         "mode": "kick",
         "url": args.url,
+        "kick_url": newcomer.url,
         "users": m,
         "concurrency": args.concurrency,
         "platform": args.platform,
@@ -756,11 +783,14 @@ async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
     });
     let mut text = format!(
         "kick: {m} users on {} at concurrency {}, {} kicked in {secs:.2} s\n\
+         old sockets on {}, newcomers on {}\n\
          new login → old socket reads kicked_offline: {}\n\
          new login → its own response:                {}\n",
         args.platform,
         args.concurrency,
         kick_p.count,
+        target.url,
+        newcomer.url,
         kick_p.text(),
         relogin_p.text(),
     );
@@ -772,17 +802,19 @@ async fn run_kick(args: &LoadArgs, target: Arc<Target>) -> Report {
     }
 }
 
-/// One takeover: the old socket logs in, a new socket of the same user and platform logs in; returns
-/// (new login sent → old socket read `kicked_offline`, new login sent → its response).
+/// One takeover: the old socket logs in on `target`, a new socket of the same user and platform logs
+/// in on `newcomer`; returns (new login sent → old socket read `kicked_offline`, new login sent → its
+/// response).
 async fn kick_one(
     target: &Target,
+    newcomer: &Target,
     i: usize,
     first: &str,
     second: &str,
 ) -> Result<(Duration, Duration), Fail> {
     let mut old = target.open(2 * i).await?;
     target.login(&mut old, first).await?;
-    let mut new = target.open(2 * i + 1).await?;
+    let mut new = newcomer.open(2 * i + 1).await?;
     let t0 = Instant::now();
     let kicked = async {
         loop {
@@ -807,7 +839,7 @@ async fn kick_one(
         }
     };
     let answered = async {
-        target.login(&mut new, second).await?;
+        newcomer.login(&mut new, second).await?;
         Ok::<_, Fail>(t0.elapsed())
     };
     let (k, r) = tokio::join!(kicked, answered);
