@@ -1879,6 +1879,14 @@ async fn a_login_that_timed_out_on_a_hung_redis_changes_nothing() {
     let b = node(&redis, "hang-b", "");
     let mut phone = b.logged_in("x", "android", None).await;
     let mut c = a.client().await;
+    // One refresh first, so that the script is loaded and a late one would really run.
+    let r = phone
+        .request(json!({"type": "refresh_sig", "user_sig": sig_at("x", now_secs(), 2 * 86_400)}))
+        .await;
+    assert_eq!(r["code"], 0, "{r}");
+    let (_, before) = online_raw(&b, &["x"]).await;
+    let expire_before = before["users"][0]["instances"][0]["expire_at"].clone();
+    assert!(expire_before.is_u64(), "{before}");
 
     redis.pause();
     let t = Instant::now();
@@ -1888,7 +1896,13 @@ async fn a_login_that_timed_out_on_a_hung_redis_changes_nothing() {
     let (s, v) = online_raw(&a, &["x"]).await;
     let online_took = t.elapsed();
     assert_alive(&mut phone, "x's phone while Redis hangs").await;
+    // A refresh_sig that times out must not apply later either.
+    let longer = sig_at("x", now_secs(), 3 * 86_400);
+    let refresh = phone
+        .request(json!({"type": "refresh_sig", "user_sig": longer}))
+        .await;
     redis.resume();
+    assert_eq!(refresh["code"], 70169, "{refresh}");
     eprintln!(
         "hung Redis: login answered {} after {:.0} ms, /v1/online {s} after {:.0} ms",
         r["code"],
@@ -1917,6 +1931,10 @@ async fn a_login_that_timed_out_on_a_hung_redis_changes_nothing() {
                 instances_of(&v["users"][0]),
                 [("android".to_owned(), None)],
                 "presence after a login that answered 70169"
+            );
+            assert_eq!(
+                v["users"][0]["instances"][0]["expire_at"], expire_before,
+                "expire_at after a refresh_sig that answered 70169"
             );
         }
     }

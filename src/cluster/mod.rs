@@ -703,10 +703,15 @@ impl Cluster {
         let mut inv = self.scripts.refresh.key(hash_key(l.app, &l.user));
         inv.arg(field(l.platform, l.iid.as_deref(), sid))
             .arg(sid.to_string())
-            .arg(expire_at);
-        self.bounded(inv.invoke_async::<i64>(&mut con))
+            .arg(expire_at)
+            .arg(self.script_deadline());
+        let done = self
+            .bounded(inv.invoke_async::<i64>(&mut con))
             .await
             .map_err(|_| Code::PresenceUnavailable)?;
+        if done < 0 {
+            return Err(Code::PresenceUnavailable); // ran too late: it changed nothing
+        }
         if let Some(mut l) = self.local.get_mut(&sid) {
             l.expire_at = expire_at;
         }
@@ -797,9 +802,15 @@ impl Cluster {
             .arg(iid.unwrap_or(""))
             .arg(if whole { "1" } else { "0" })
             .arg(TOMBSTONE_TTL_SECS)
-            .arg(REVOCATION_TTL_SECS);
+            .arg(REVOCATION_TTL_SECS)
+            .arg(self.script_deadline());
         let v: Value = self.bounded(inv.invoke_async(&mut con)).await?;
-        let evicted: Vec<Evicted> = texts(v)?.iter().filter_map(|s| Evicted::parse(s)).collect();
+        let lines = texts(v)?;
+        if lines.first().map(String::as_str) == Some("late") {
+            // Ran after this node gave up on it: it changed nothing.
+            return Err(ClusterError::Timeout(self.cfg.redis_timeout_ms));
+        }
+        let evicted: Vec<Evicted> = lines.iter().filter_map(|s| Evicted::parse(s)).collect();
         let n = evicted.len();
         self.route_kicks(gw, app, evicted, None).await;
         Ok(n)

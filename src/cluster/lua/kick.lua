@@ -1,7 +1,10 @@
 -- Admin kick. KEYS: 1 user hash, 2 tombstones, 3 revocation. ARGV: 1 platform ('' any), 2 iid ('' any),
--- 3 whole ('1' revokes every UserSig with TLS.time <= now), 4 tombstone ttl, 5 revocation ttl.
--- Returns victims 'sid|node|platform|admin|iid'.
-local now_s = now()
+-- 3 whole ('1' revokes every UserSig with TLS.time <= now), 4 tombstone ttl, 5 revocation ttl,
+-- 6 deadline (ms, Redis clock; 0 none).
+-- Returns victims 'sid|node|platform|admin|iid', or {'late'} when run after the deadline (no change).
+local now_s, now_us = now()
+local deadline = tonumber(ARGV[6] or '0')
+if deadline > 0 and math.floor(now_us / 1000) > deadline then return { 'late' } end
 if ARGV[3] == '1' then
   local nb = tonumber(redis.call('GET', KEYS[3]) or '0')
   redis.call('SET', KEYS[3], fmt(math.max(nb, now_s)), 'EX', tonumber(ARGV[5]))
