@@ -419,6 +419,7 @@ row_fn("server CPU while the N sessions sit idle (over the hold / hold)", hold_r
 row("setup p50 (connect + upgrade + login)", "setup_us.p50", " µs")
 row("setup p99", "setup_us.p99", " µs")
 row("login round trip p99", "login_us.p99", " µs")
+row("load generator CPU per login (its connect phase)", "cpu.client_per_login_us", " µs")
 out.append("| load average at the start | " + " | ".join(c[2] for c in cols) + " |")
 out.append("| errors | " + " | ".join(errs(c[1]) for c in cols) + " |")
 out.append("")
@@ -456,7 +457,7 @@ out.append(f"| Redis keys (DBSIZE) before → with all held → after the genera
            f"{text('redis-keys-before')} → {num(poll.get('redis_keys'))} → {text('redis-keys-after')} |")
 out.append(f"| `MEMORY USAGE` of one user's hash (`{poll.get('sample_user_key')}`) | {num(poll.get('sample_user_key_bytes'), ' B')} |")
 out.append(f"| Redis CPU per login (utime+stime / sessions) | {num(redis_cpu * 1000 / total if redis_cpu is not None and total else None, ' µs')} |")
-out.append(f"| CPU from the generators' start to that instant: machine / nodes / generators / Redis / others | "
+out.append(f"| CPU from the generators' start to that instant: machine / nodes / generators (including minting their UserSigs before connecting) / Redis / the rest (other people, this script) | "
            f"{num(machine)} / {num(nodes_cpu)} / {num(gens_cpu)} / {num(redis_cpu)} / {num(other)} ms |")
 out.append(f"| load average at the start / at that instant | {text('scale.load')} / {' '.join(s1.get('loadavg') or ['—'])} |")
 idle_r = poll.get("idle")
