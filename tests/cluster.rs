@@ -1943,3 +1943,64 @@ async fn a_login_that_timed_out_on_a_hung_redis_changes_nothing() {
     let r = c.login("y", "web", None).await;
     assert_eq!(r["code"], 0, "{r}");
 }
+
+/// A node that stops cleanly leaves nothing of its own in Redis: no lease, no user set, no entry
+/// naming it, even when it stops with many sockets open (their unregisters race with the exit).
+#[tokio::test]
+async fn a_clean_shutdown_leaves_nothing_of_the_node_in_redis() {
+    let redis = RedisServer::start();
+    let mut a = node(&redis, "leave-a", "");
+    let b = node(&redis, "leave-b", "");
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        clients.push(a.logged_in(&format!("u{i}"), "web", None).await);
+    }
+    let kept = b.logged_in("stays", "web", None).await;
+    let mut con = redis.manager().await;
+    let members: i64 = redis::cmd("SCARD")
+        .arg("im:node:leave-a:u")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(members, 40);
+    let status = a.terminate();
+    assert!(status.success(), "{status:?}");
+    let lease: Option<f64> = redis::cmd("ZSCORE")
+        .arg("im:nodes")
+        .arg("leave-a")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(lease, None, "the lease is given up");
+    let set: i64 = redis::cmd("EXISTS")
+        .arg("im:node:leave-a:u")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(set, 0, "the node's user set is removed");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("im:{*}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for k in &keys {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        for (f, v) in all {
+            assert!(
+                !(f.starts_with("e:") && v.contains("|leave-a|")),
+                "{k} still names the stopped node: {f} = {v}"
+            );
+        }
+    }
+    assert_eq!(
+        online_one(&b, "stays").await.len(),
+        1,
+        "the other node's user stays"
+    );
+    drop(kept);
+    drop(clients);
+}

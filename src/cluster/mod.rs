@@ -45,6 +45,10 @@ const TOMBSTONE_TTL_SECS: u64 = 600;
 const REVOCATION_TTL_SECS: u64 = 400 * 24 * 3600;
 /// How long `send` and `/v1/push` wait for other nodes' delivery counts.
 pub const DELIVERY_WAIT: Duration = Duration::from_millis(200);
+/// Sessions (or users) per pipelined batch of reconcile checks.
+const BATCH: usize = 512;
+/// How often a timed reconcile also runs the reverse pass.
+const REVERSE_EVERY: Duration = Duration::from_secs(60);
 /// Pub/sub messages queued for the handler at most; beyond, they are dropped (reconcile repairs).
 const PUSH_QUEUE: usize = 65_536;
 
@@ -682,9 +686,39 @@ impl Cluster {
     /// node id can be used again at once and no sweeper waits for it.
     pub async fn leave(&self) {
         let mut con = self.con();
-        let _ = self
-            .bounded(con.zrem::<_, _, i64>("im:nodes", &self.node))
-            .await;
+        if let Err(e) = self.leave_with(&mut con).await {
+            tracing::warn!("leaving the cluster: {e}; the sweeper of another node finishes it");
+        }
+    }
+
+    /// Gives up the lease, removes whatever Redis still holds of this node's sessions (unregisters
+    /// lost in the rush of closes at shutdown) and its user set.
+    async fn leave_with(&self, con: &mut ConnectionManager) -> Result<(), ClusterError> {
+        let _: i64 = self.bounded(con.zrem("im:nodes", &self.node)).await?;
+        let set = format!("im:node:{}:u", self.node);
+        let members: Vec<String> = self.bounded(con.smembers(&set)).await?;
+        let _: String = self.bounded(self.scripts.sweep.load_async(con)).await?;
+        for batch in members.chunks(BATCH) {
+            let mut p = redis::pipe();
+            for u in batch {
+                let Some((app, user)) = u.split_once(':') else {
+                    continue;
+                };
+                let Ok(app) = app.parse::<u64>() else {
+                    continue;
+                };
+                p.cmd("EVALSHA")
+                    .arg(self.scripts.sweep.get_hash())
+                    .arg(2)
+                    .arg(hash_key(app, user))
+                    .arg("im:nodes")
+                    .arg(&self.node)
+                    .ignore();
+            }
+            let _: () = self.bounded(p.query_async(con)).await?;
+        }
+        let _: i64 = self.bounded(con.del(&set)).await?;
+        Ok(())
     }
 
     /// Resolves once the unregisters under way have reached Redis (or failed).
@@ -1053,13 +1087,19 @@ impl Cluster {
 
     async fn reconcile_loop(self: Arc<Self>, gw: Arc<Gateway>) {
         let every = Duration::from_secs(self.cfg.reconcile_secs);
+        let mut last_reverse = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = self.reconcile_now.notified() => {}
-            }
-            if let Err(e) = self.reconcile(&gw).await {
-                tracing::debug!("reconcile interrupted: {e}");
+            // A triggered pass (pub/sub lost, lease lapsed, data lost, Redis back) also runs the
+            // reverse pass; timed passes run it once a minute, as it reads every user of the node.
+            let triggered = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = self.reconcile_now.notified() => true,
+            };
+            let reverse = triggered || last_reverse.elapsed() >= REVERSE_EVERY;
+            match self.reconcile_pass(&gw, reverse).await {
+                Ok(()) if reverse => last_reverse = tokio::time::Instant::now(),
+                Ok(()) => {}
+                Err(e) => tracing::debug!("reconcile interrupted: {e}"),
             }
         }
     }
@@ -1068,6 +1108,11 @@ impl Cluster {
     /// missing → restored with its original order (and closed if it loses); then removes Redis
     /// entries that name this node but have no socket here.
     pub async fn reconcile(&self, gw: &Gateway) -> Result<(), ClusterError> {
+        self.reconcile_pass(gw, true).await
+    }
+
+    /// One pass; `reverse` also runs the reverse pass over this node's user set.
+    async fn reconcile_pass(&self, gw: &Gateway, reverse: bool) -> Result<(), ClusterError> {
         let sessions: Vec<(u64, Local)> = self
             .local
             .iter()
@@ -1075,87 +1120,123 @@ impl Cluster {
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
         let mut con = self.con();
-        for (sid, l) in sessions {
-            let key = hash_key(l.app, &l.user);
-            let f = field(l.platform, l.iid.as_deref(), sid);
-            let mut inv = self.scripts.check.key(&key);
-            inv.key(format!("{key}:k")).arg(&f).arg(sid.to_string());
-            let state: String = self.bounded(inv.invoke_async(&mut con)).await?;
-            if state == "present" {
-                continue;
+        // Checks go in pipelined batches: one round trip per batch, not per session.
+        let _: String = self
+            .bounded(self.scripts.check.load_async(&mut con))
+            .await?;
+        for batch in sessions.chunks(BATCH) {
+            let mut p = redis::pipe();
+            for (sid, l) in batch {
+                let key = hash_key(l.app, &l.user);
+                p.cmd("EVALSHA")
+                    .arg(self.scripts.check.get_hash())
+                    .arg(2)
+                    .arg(&key)
+                    .arg(format!("{key}:k"))
+                    .arg(field(l.platform, l.iid.as_deref(), *sid))
+                    .arg(sid.to_string());
             }
-            if let Some(t) = state.strip_prefix("tomb:") {
-                let (reason, by) = parse_tomb(t);
-                self.kick_local(gw, sid, reason, by);
-                continue;
-            }
-            let Some(app) = gw.apps.get(&l.app) else {
-                continue;
-            };
-            let ip = l.ip.to_string();
-            let call = ScriptLogin {
-                restore: true,
-                node: &self.node,
-                app: l.app,
-                user: &l.user,
-                sid,
-                platform: l.platform,
-                iid: l.iid.as_deref(),
-                expire_at: l.expire_at,
-                tls_time: 0,
-                order: l.order,
-                ip: &ip,
-                replaces: None,
-                lease_ms: self.cfg.lease_ms,
-                deadline_ms: self.script_deadline(),
-            };
-            match self
-                .bounded_script(run_login_script(&mut con, &app.policy, &call))
-                .await?
-            {
-                ScriptOutcome::Admitted { evicted, .. } => {
-                    self.route_kicks(gw, l.app, evicted, Some(l.platform)).await
-                }
-                ScriptOutcome::Lost(reason, by) => self.kick_local(gw, sid, reason, by),
-                // too late: the next reconcile retries
-                ScriptOutcome::Revoked | ScriptOutcome::Late => {}
+            let states: Vec<String> = self.bounded(p.query_async(&mut con)).await?;
+            for ((sid, l), state) in batch.iter().zip(states) {
+                self.reconcile_one(gw, &mut con, *sid, l, &state).await?;
             }
         }
-        self.reverse_reconcile(&mut con).await
+        if reverse {
+            self.reverse_reconcile(&mut con).await?;
+        }
+        Ok(())
+    }
+
+    /// Acts on one local session's state in Redis (`present`, `tomb:…`, `missing`).
+    async fn reconcile_one(
+        &self,
+        gw: &Gateway,
+        con: &mut ConnectionManager,
+        sid: u64,
+        l: &Local,
+        state: &str,
+    ) -> Result<(), ClusterError> {
+        if state == "present" {
+            return Ok(());
+        }
+        if let Some(t) = state.strip_prefix("tomb:") {
+            let (reason, by) = parse_tomb(t);
+            self.kick_local(gw, sid, reason, by);
+            return Ok(());
+        }
+        let Some(app) = gw.apps.get(&l.app) else {
+            return Ok(());
+        };
+        let ip = l.ip.to_string();
+        let call = ScriptLogin {
+            restore: true,
+            node: &self.node,
+            app: l.app,
+            user: &l.user,
+            sid,
+            platform: l.platform,
+            iid: l.iid.as_deref(),
+            expire_at: l.expire_at,
+            tls_time: 0,
+            order: l.order,
+            ip: &ip,
+            replaces: None,
+            lease_ms: self.cfg.lease_ms,
+            deadline_ms: self.script_deadline(),
+        };
+        match self
+            .bounded_script(run_login_script(con, &app.policy, &call))
+            .await?
+        {
+            ScriptOutcome::Admitted { evicted, .. } => {
+                self.route_kicks(gw, l.app, evicted, Some(l.platform)).await
+            }
+            ScriptOutcome::Lost(reason, by) => self.kick_local(gw, sid, reason, by),
+            // too late: the next reconcile retries
+            ScriptOutcome::Revoked | ScriptOutcome::Late => {}
+        }
+        Ok(())
     }
 
     /// Entries in Redis that name this node without a socket here (an unregister lost while Redis
     /// was down) are compare-and-deleted.
     async fn reverse_reconcile(&self, con: &mut ConnectionManager) -> Result<(), ClusterError> {
         let set = format!("im:node:{}:u", self.node);
-        let users: Vec<String> = self.bounded(con.smembers(&set)).await?;
-        for u in users {
-            let Some((app, user)) = u.split_once(':') else {
-                continue;
-            };
-            let Ok(app) = app.parse::<u64>() else {
-                continue;
-            };
-            let key = hash_key(app, user);
-            let all: Vec<(String, String)> = self.bounded(con.hgetall(&key)).await?;
-            let mut mine = 0;
-            for (f, v) in all {
-                let Some(e) = f.starts_with("e:").then(|| Entry::parse(&v)).flatten() else {
-                    continue;
-                };
-                if e.node != self.node {
-                    continue;
-                }
-                if self.local.contains_key(&e.sid) {
-                    mine += 1;
-                    continue;
-                }
-                let mut inv = self.scripts.unreg.key(&key);
-                inv.arg(&f).arg(e.sid.to_string());
-                let _: i64 = self.bounded(inv.invoke_async(con)).await?;
+        let members: Vec<String> = self.bounded(con.smembers(&set)).await?;
+        let users: Vec<(String, String)> = members
+            .into_iter()
+            .filter_map(|u| {
+                let (app, user) = u.split_once(':')?;
+                let app = app.parse::<u64>().ok()?;
+                Some((hash_key(app, user), u))
+            })
+            .collect();
+        for batch in users.chunks(BATCH) {
+            let mut p = redis::pipe();
+            for (key, _) in batch {
+                p.hgetall(key);
             }
-            if mine == 0 {
-                let _: i64 = self.bounded(con.srem(&set, &u)).await?;
+            let hashes: Vec<Vec<(String, String)>> = self.bounded(p.query_async(con)).await?;
+            for ((key, member), all) in batch.iter().zip(hashes) {
+                let mut mine = 0;
+                for (f, v) in all {
+                    let Some(e) = f.starts_with("e:").then(|| Entry::parse(&v)).flatten() else {
+                        continue;
+                    };
+                    if e.node != self.node {
+                        continue;
+                    }
+                    if self.local.contains_key(&e.sid) {
+                        mine += 1;
+                        continue;
+                    }
+                    let mut inv = self.scripts.unreg.key(key);
+                    inv.arg(&f).arg(e.sid.to_string());
+                    let _: i64 = self.bounded(inv.invoke_async(con)).await?;
+                }
+                if mine == 0 {
+                    let _: i64 = self.bounded(con.srem(&set, member)).await?;
+                }
             }
         }
         Ok(())
