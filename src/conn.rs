@@ -406,8 +406,11 @@ impl<'a> Conn<'a> {
                     } else if self.session.is_logged_in() {
                         self.login_deadline = None;
                     }
-                    if !self.queue(&reply.msg, enc) {
-                        break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
+                    // No response when the session was evicted meanwhile: its kick is queued.
+                    if let Some(msg) = &reply.msg {
+                        if !self.queue(msg, enc) {
+                            break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
+                        }
                     }
                 }
             }

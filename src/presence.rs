@@ -73,6 +73,9 @@ pub struct KickFilter<'a> {
 pub enum PresenceError {
     #[error("sdk_app_id {0} is not configured")]
     UnknownApp(u64),
+    /// The session a login would update in place was evicted meanwhile (its kick is on its way).
+    #[error("the session to update was evicted")]
+    Superseded,
 }
 
 type Users = DashMap<Box<str>, Vec<Instance>>;
@@ -109,6 +112,16 @@ impl Registry {
             None => users.entry(req.user.into()).or_default(),
         };
         let list = entry.value_mut();
+        if let Some(old) = req.replaces {
+            if !list.iter().any(|i| i.session == old) {
+                let empty = list.is_empty();
+                drop(entry);
+                if empty {
+                    users.remove_if(req.user, |_, l| l.is_empty());
+                }
+                return Err(PresenceError::Superseded);
+            }
+        }
         let before = list.len();
         if let Some(old) = req.replaces {
             list.retain(|i| i.session != old);
@@ -324,6 +337,36 @@ mod tests {
         let left = r.instances(APP, "u").unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].platform, Mac);
+    }
+
+    #[test]
+    fn relogin_in_place_of_an_evicted_session_is_superseded() {
+        let r = Registry::new([APP]);
+        let p = Policy::preset("dual").unwrap();
+        let (a, b) = (outbox(1), outbox(2));
+        let s1 = login(&r, &p, "u", &a, Android, None).session;
+        let s2 = login(&r, &p, "u", &b, Iphone, None).session; // evicts s1
+        let again = r.login(
+            &p,
+            Login {
+                app: APP,
+                user: "u",
+                outbox: &a,
+                platform: Android,
+                instance_id: None,
+                expire_at: 5,
+                login_at_ms: 2,
+                replaces: Some(s1),
+            },
+        );
+        assert_eq!(again.unwrap_err(), PresenceError::Superseded);
+        let left = r.instances(APP, "u").unwrap();
+        assert_eq!(
+            left.len(),
+            1,
+            "the eviction stands and nothing else changed"
+        );
+        assert_eq!(left[0].session, s2);
     }
 
     #[test]

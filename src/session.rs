@@ -7,11 +7,11 @@
 //! synchronously (no awaits: the registry and the wheel are lock-and-return), and returns what the
 //! socket must write or do; it never touches the socket itself.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, LoginFailure};
 use crate::gateway::Gateway;
 use crate::outbox::Delivery;
 use crate::outbox::{Event, Outbox};
-use crate::presence::Login;
+use crate::presence::{Login, PresenceError};
 use crate::usersig::Decoded;
 use crate::webhook::Change;
 use crate::{clock, expiry::WheelKey};
@@ -68,7 +68,9 @@ pub struct Ctx<'a> {
 /// The answer to a request.
 #[derive(Debug)]
 pub struct Reply {
-    pub msg: ServerMsg,
+    /// `None`: no response, because the socket's session was evicted while the request was being
+    /// handled; the kick already queued for it closes the socket (4501).
+    pub msg: Option<ServerMsg>,
     /// The socket returned to logged out: the login deadline restarts.
     pub logged_out: bool,
 }
@@ -114,7 +116,7 @@ impl Session {
         let now_ms = clock::now_ms();
         let seq = msg.seq();
         let keep = |msg| Reply {
-            msg,
+            msg: Some(msg),
             logged_out: false,
         };
         match msg {
@@ -125,17 +127,20 @@ impl Session {
                 platform,
                 instance_id,
                 ..
-            } => keep(self.login(
-                ctx,
-                seq,
-                sdk_app_id,
-                &user_id,
-                &user_sig,
-                &platform,
-                instance_id.as_deref(),
-                enc,
-                now_ms,
-            )),
+            } => Reply {
+                msg: self.login(
+                    ctx,
+                    seq,
+                    sdk_app_id,
+                    &user_id,
+                    &user_sig,
+                    &platform,
+                    instance_id.as_deref(),
+                    enc,
+                    now_ms,
+                ),
+                logged_out: false,
+            },
             ClientMsg::GetLoginUser { .. } => keep(ServerMsg::ok(
                 seq,
                 ResponseData::LoginUser {
@@ -169,7 +174,7 @@ impl Session {
             ClientMsg::Logout { .. } => {
                 self.end(ctx, Change::Logout);
                 Reply {
-                    msg: ServerMsg::ok(seq, ResponseData::Empty),
+                    msg: Some(ServerMsg::ok(seq, ResponseData::Empty)),
                     logged_out: true,
                 }
             }
@@ -244,24 +249,24 @@ impl Session {
         instance_id: Option<&str>,
         enc: Encoding,
         now_ms: u64,
-    ) -> ServerMsg {
+    ) -> Option<ServerMsg> {
         let gw = ctx.gw;
         let (platform, ticket) =
             match Self::check_login(ctx, seq, app, user, user_sig, platform, instance_id, now_ms) {
                 Ok(ok) => ok,
-                Err(resp) => return resp,
+                Err(resp) => return Some(resp),
             };
         let policy = &gw.apps[&app].policy;
         let expire_at = ticket.expire_at();
         // Same user on this socket: updated in place. Another user: the old session logs out.
         let same_user = self.same_user(app, user);
-        let mut replaces = None;
-        if same_user {
-            let old = self.active.take().expect("checked above");
-            gw.cancel_expiry(old.wheel);
-            replaces = Some((old.session, old.platform));
-        } else if self.active.is_some() {
-            self.end(ctx, Change::Logout);
+        let replaces = self
+            .active
+            .as_ref()
+            .filter(|_| same_user)
+            .map(|a| (a.session, a.platform));
+        if !same_user && self.active.is_some() && !self.switch_out(ctx) {
+            return None; // evicted meanwhile: its queued kick closes the socket
         }
         let outcome = match gw.registry.login(
             policy,
@@ -277,11 +282,19 @@ impl Session {
             },
         ) {
             Ok(o) => o,
+            Err(PresenceError::Superseded) => return None,
             Err(e) => {
                 gw.count_login(app, Code::AppNotConfigured);
-                return ServerMsg::error_with(seq, Code::AppNotConfigured, e.to_string());
+                return Some(ServerMsg::error_with(
+                    seq,
+                    Code::AppNotConfigured,
+                    e.to_string(),
+                ));
             }
         };
+        if let Some(old) = self.active.take().filter(|_| same_user) {
+            gw.cancel_expiry(old.wheel);
+        }
         if let Some((_, old_platform)) = replaces.filter(|_| outcome.replaced) {
             gw.sessions_gauge(app, old_platform, -1);
         }
@@ -302,7 +315,7 @@ impl Session {
             kicked,
             same_user,
         };
-        self.admitted(ctx, seq, admitted, enc, now_ms)
+        Some(self.admitted(ctx, seq, admitted, enc, now_ms))
     }
 
     /// The session of an admitted login starts: expiry scheduled, counted, webhook, response.
@@ -353,7 +366,7 @@ impl Session {
         let now_ms = clock::now_ms();
         let seq = msg.seq();
         let keep = |msg| Reply {
-            msg,
+            msg: Some(msg),
             logged_out: false,
         };
         let gw = ctx.gw;
@@ -406,7 +419,13 @@ impl Session {
                     .await;
                 let adm = match admission {
                     Ok(a) => a,
-                    Err(code) => {
+                    Err(LoginFailure::Superseded) => {
+                        return Reply {
+                            msg: None,
+                            logged_out: false,
+                        }
+                    }
+                    Err(LoginFailure::Code(code)) => {
                         if code == Code::SigRevoked {
                             gw.throttle.record_failure(app, &user_id, ctx.ip, now_ms);
                         }
@@ -419,8 +438,13 @@ impl Session {
                     if let Some(old) = self.active.take() {
                         gw.cancel_expiry(old.wheel);
                     }
-                } else if self.active.is_some() {
-                    self.end(ctx, Change::Logout);
+                } else if self.active.is_some() && !self.switch_out(ctx) {
+                    // The old session was evicted meanwhile: that kick stands, the new one goes.
+                    gw.presence_logout(app, &user_id, adm.sid, platform);
+                    return Reply {
+                        msg: None,
+                        logged_out: false,
+                    };
                 }
                 let admitted = Admitted {
                     app,
@@ -528,6 +552,29 @@ impl Session {
             }
             Err(resp) => resp,
         }
+    }
+
+    /// Account switch: the current session logs out (not a kick). False, with the session left as
+    /// it is, when it was evicted meanwhile: its queued kick then closes the socket.
+    fn switch_out(&mut self, ctx: Ctx<'_>) -> bool {
+        let Some(a) = self.active.as_ref() else {
+            return true;
+        };
+        let gw = ctx.gw;
+        if !gw.presence_logout(a.app, &a.user, a.session, a.platform) {
+            return false;
+        }
+        let a = self.active.take().expect("checked above");
+        gw.cancel_expiry(a.wheel);
+        gw.state_change(
+            a.app,
+            &a.user,
+            a.platform,
+            ctx.ip,
+            Change::Logout,
+            Vec::new(),
+        );
+        true
     }
 
     /// Ends the logged-in session (logout, account switch, expiry, close): removes it from presence

@@ -2004,3 +2004,61 @@ async fn a_clean_shutdown_leaves_nothing_of_the_node_in_redis() {
     drop(kept);
     drop(clients);
 }
+
+/// A login that updates its socket's session in place, when that session was evicted meanwhile,
+/// is refused by the script and changes nothing: the eviction stands (its kick is on its way).
+#[tokio::test]
+async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
+    let redis = RedisServer::start();
+    let mut con = redis.manager().await;
+    let now = now_secs();
+    zadd(&mut con, imgate::clock::now_ms() + 3_600_000, "n1").await;
+    let policy = Policy::preset("dual").unwrap();
+    let call = |sid: u64, platform: Platform, replaces: Option<u64>| ScriptLogin {
+        restore: false,
+        node: "n1",
+        app: APP,
+        user: "sup",
+        sid,
+        platform,
+        iid: None,
+        expire_at: now + 86_400,
+        tls_time: now,
+        order: 0,
+        ip: "127.0.0.1",
+        replaces,
+        lease_ms: 60_000,
+        deadline_ms: 0,
+    };
+    let first = run_login_script(&mut con, &policy, &call(1, Platform::Android, None))
+        .await
+        .unwrap();
+    assert!(matches!(first, ScriptOutcome::Admitted { .. }), "{first:?}");
+    let second = run_login_script(&mut con, &policy, &call(2, Platform::Iphone, None))
+        .await
+        .unwrap();
+    let ScriptOutcome::Admitted { evicted, .. } = second else {
+        panic!("{second:?}")
+    };
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].sid, 1);
+    // Socket of sid 1 logs in again as the same user, not yet told of its eviction.
+    let again = run_login_script(&mut con, &policy, &call(3, Platform::Android, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        ScriptOutcome::Lost(KickReason::MultiDevice, Some(Platform::Iphone))
+    );
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("im:{{{APP}:sup}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let entries: Vec<&String> = fields.iter().filter(|f| f.starts_with("e:")).collect();
+    assert_eq!(
+        entries,
+        ["e:iphone:~2"],
+        "only the evicting session remains"
+    );
+}

@@ -354,6 +354,16 @@ pub struct LoginRequest<'a> {
     pub replaces: Option<u64>,
 }
 
+/// Why a cluster login was not admitted; in every case nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Answer with this code (70052 revoked, 70169 Redis unreachable).
+    Code(Code),
+    /// The socket's own session, which this login would update in place, was evicted meanwhile:
+    /// the eviction stands and the socket's kick is on its way.
+    Superseded,
+}
+
 /// An admitted login.
 #[derive(Debug)]
 pub struct Admission {
@@ -507,7 +517,7 @@ impl Cluster {
         gw: &Gateway,
         policy: &Policy,
         req: LoginRequest<'_>,
-    ) -> Result<Admission, Code> {
+    ) -> Result<Admission, LoginFailure> {
         let sid = rand::random::<u64>().max(1);
         // Indexed before the script runs, so a kick that beats the reply finds the socket.
         self.local.insert(
@@ -548,14 +558,19 @@ impl Cluster {
             Ok(ScriptOutcome::Admitted { order, evicted }) => (order, evicted),
             Ok(ScriptOutcome::Revoked) => {
                 self.local.remove(&sid);
-                return Err(Code::SigRevoked);
+                return Err(LoginFailure::Code(Code::SigRevoked));
             }
-            Ok(ScriptOutcome::Lost(..) | ScriptOutcome::Late) | Err(_) => {
+            Ok(ScriptOutcome::Lost(..)) => {
+                // The session this login updates in place was evicted: its kick stands.
+                self.local.remove(&sid);
+                return Err(LoginFailure::Superseded);
+            }
+            Ok(ScriptOutcome::Late) | Err(_) => {
                 if let Err(e) = &outcome {
                     tracing::warn!("cluster login failed: {e}");
                 }
                 self.local.remove(&sid);
-                return Err(Code::PresenceUnavailable);
+                return Err(LoginFailure::Code(Code::PresenceUnavailable));
             }
         };
         if let Some(replaced) = req.replaces {

@@ -7,6 +7,7 @@
 --       12 replaces sid ('' none), 13 lease_ms, 14 deadline (ms, Redis clock; 0 none),
 --       15.. 'platform=cap' for each platform of the group
 -- Returns {70169} run after the deadline (the caller gave up: nothing changes); {70052} revoked;
+--         {1, tombstone} for a login whose replaced session was evicted (nothing changes);
 --         {1, 'reason|by_platform'} a restore that loses (or was tombstoned);
 --         {0, order, victim...} with victim = 'sid|node|platform|reason|iid'.
 local mode, node, sid, plat, iid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -17,6 +18,12 @@ if deadline > 0 and now_ms > deadline then return { 70169 } end
 if mode == 'login' then
   local nb = redis.call('GET', KEYS[3])
   if nb and tonumber(ARGV[7]) <= tonumber(nb) then return { 70052 } end
+  -- This socket's session being updated in place was evicted meanwhile: the eviction stands (the
+  -- socket gets its kick), and this login changes nothing.
+  if ARGV[12] ~= '' then
+    local t = redis.call('HGET', KEYS[2], ARGV[12])
+    if t then return { 1, t } end
+  end
 else
   local tomb = redis.call('HGET', KEYS[2], sid)
   if tomb then return { 1, tomb } end
