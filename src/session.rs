@@ -464,7 +464,13 @@ impl Session {
                     Ok(t) => t,
                     Err((code, desc)) => return keep(ServerMsg::error_with(seq, code, desc)),
                 };
-                if let Err(code) = cluster.refresh(a.session, ticket.expire_at()).await {
+                if let Err(code) = cluster
+                    .refresh(a.session, ticket.expire_at(), ticket.time)
+                    .await
+                {
+                    if code == Code::SigRevoked {
+                        gw.throttle.record_failure(a.app, &a.user, ctx.ip, now_ms);
+                    }
                     return keep(ServerMsg::error(seq, code));
                 }
                 keep(self.refreshed(ctx, seq, ticket.expire_at()))

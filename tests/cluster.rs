@@ -1849,6 +1849,11 @@ async fn send_push_kick_and_dau_are_cluster_wide() {
     let mut cl = b.client().await;
     let r = cl.login("carol", "web", None).await;
     assert_eq!(r["code"], 0, "a fresh UserSig after the kick: {r}");
+    // refresh_sig with a revoked UserSig answers 70052 too (contract §2: login and refresh alike).
+    let r = cl
+        .request(json!({"type": "refresh_sig", "user_sig": old_sig}))
+        .await;
+    assert_eq!(r["code"], 70052, "refresh with a revoked UserSig: {r}");
 
     // DAU: bob, alice, carol logged in on different nodes; every node reports 3 after a beat.
     for gw in [a, b, c] {

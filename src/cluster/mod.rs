@@ -743,23 +743,29 @@ impl Cluster {
         }
     }
 
-    /// Extends a session's expiry in Redis; 70169 when Redis is unreachable.
-    pub async fn refresh(&self, sid: u64, expire_at: u64) -> Result<(), Code> {
+    /// Extends a session's expiry in Redis: 70052 when the admin kick revoked the new UserSig,
+    /// 70169 when Redis is unreachable; nothing changes on `Err`.
+    pub async fn refresh(&self, sid: u64, expire_at: u64, tls_time: u64) -> Result<(), Code> {
         let Some(l) = self.local.get(&sid).map(|l| l.clone()) else {
             return Ok(()); // kicked meanwhile: its Kick event follows
         };
         let mut con = self.con();
-        let mut inv = self.scripts.refresh.key(hash_key(l.app, &l.user));
-        inv.arg(field(l.platform, l.iid.as_deref(), sid))
+        let key = hash_key(l.app, &l.user);
+        let mut inv = self.scripts.refresh.key(&key);
+        inv.key(format!("{key}:nb"))
+            .arg(field(l.platform, l.iid.as_deref(), sid))
             .arg(sid.to_string())
             .arg(expire_at)
-            .arg(self.script_deadline());
+            .arg(self.script_deadline())
+            .arg(tls_time);
         let done = self
             .bounded(inv.invoke_async::<i64>(&mut con))
             .await
             .map_err(|_| Code::PresenceUnavailable)?;
-        if done < 0 {
-            return Err(Code::PresenceUnavailable); // ran too late: it changed nothing
+        match done {
+            -2 => return Err(Code::SigRevoked),
+            d if d < 0 => return Err(Code::PresenceUnavailable), // ran too late: changed nothing
+            _ => {}
         }
         if let Some(mut l) = self.local.get_mut(&sid) {
             l.expire_at = expire_at;
