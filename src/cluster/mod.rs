@@ -389,6 +389,8 @@ pub struct Cluster {
     generation: Mutex<Option<String>>,
     /// Unregisters on their way to Redis.
     inflight: AtomicUsize,
+    /// A sweep task is running.
+    sweep_running: AtomicBool,
     /// Redis's clock minus ours (ms), from the last heartbeat: for the login script's deadline.
     clock_offset_ms: AtomicI64,
 }
@@ -466,6 +468,7 @@ impl Cluster {
             reconcile_now: Notify::new(),
             generation: Mutex::new(None),
             inflight: AtomicUsize::new(0),
+            sweep_running: AtomicBool::new(false),
             clock_offset_ms: AtomicI64::new(0),
         };
         let beat = cluster.heartbeat_once(true).await?;
@@ -1028,10 +1031,23 @@ impl Cluster {
                     }
                     was_up = true;
                     let sweeping = up_since.elapsed() >= settle;
-                    for dead in beat.dead.iter().filter(|d| sweeping && **d != self.node) {
-                        if let Err(e) = self.sweep(&gw, dead).await {
-                            tracing::debug!(node = %dead, "sweep failed: {e}");
-                        }
+                    let dead: Vec<String> = beat
+                        .dead
+                        .into_iter()
+                        .filter(|d| sweeping && *d != self.node)
+                        .collect();
+                    // Swept in its own task, so that the heartbeat (this node's lease) never
+                    // waits for a large sweep; one sweep task at a time.
+                    if !dead.is_empty() && !self.sweep_running.swap(true, Ordering::SeqCst) {
+                        let (me, gw) = (Arc::clone(&self), Arc::clone(&gw));
+                        tokio::spawn(async move {
+                            for d in dead {
+                                if let Err(e) = me.sweep(&gw, &d).await {
+                                    tracing::debug!(node = %d, "sweep failed: {e}");
+                                }
+                            }
+                            me.sweep_running.store(false, Ordering::SeqCst);
+                        });
                     }
                     self.refresh_dau(&gw).await;
                     let mut ps = self.pubsub.clone();
@@ -1080,23 +1096,38 @@ impl Cluster {
             return Ok(());
         }
         let set = format!("im:node:{dead}:u");
-        let users: Vec<String> = self.bounded(con.smembers(&set)).await?;
-        for u in users {
-            let Some((app, user)) = u.split_once(':') else {
-                continue;
-            };
-            let Ok(app) = app.parse::<u64>() else {
-                continue;
-            };
-            let mut inv = self.scripts.sweep.key(hash_key(app, user));
-            inv.key("im:nodes").arg(dead);
-            let removed: Vec<String> = self.bounded(inv.invoke_async(&mut con)).await?;
-            for r in removed {
-                let (p, ip) = r.split_once('|').unwrap_or((&r, ""));
-                let (Some(platform), Ok(ip)) = (Platform::parse(p), ip.parse::<IpAddr>()) else {
-                    continue;
-                };
-                gw.state_change(app, user, platform, ip, Change::LinkClose, Vec::new());
+        let members: Vec<String> = self.bounded(con.smembers(&set)).await?;
+        let users: Vec<(u64, &str)> = members
+            .iter()
+            .filter_map(|u| {
+                let (app, user) = u.split_once(':')?;
+                Some((app.parse::<u64>().ok()?, user))
+            })
+            .collect();
+        let _: String = self
+            .bounded(self.scripts.sweep.load_async(&mut con))
+            .await?;
+        // Pipelined batches: a dead node with many users is swept in few round trips.
+        for batch in users.chunks(BATCH) {
+            let mut p = redis::pipe();
+            for (app, user) in batch {
+                p.cmd("EVALSHA")
+                    .arg(self.scripts.sweep.get_hash())
+                    .arg(2)
+                    .arg(hash_key(*app, user))
+                    .arg("im:nodes")
+                    .arg(dead);
+            }
+            let removed: Vec<Vec<String>> = self.bounded(p.query_async(&mut con)).await?;
+            for ((app, user), removed) in batch.iter().zip(removed) {
+                for r in removed {
+                    let (p, ip) = r.split_once('|').unwrap_or((&r, ""));
+                    let (Some(platform), Ok(ip)) = (Platform::parse(p), ip.parse::<IpAddr>())
+                    else {
+                        continue;
+                    };
+                    gw.state_change(*app, user, platform, ip, Change::LinkClose, Vec::new());
+                }
             }
         }
         let mut inv = self.scripts.forget_node.key("im:nodes");
