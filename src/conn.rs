@@ -170,8 +170,10 @@ enum Wake {
 enum End {
     /// Close with this code and reason.
     Close(u16, String),
-    /// The peer closed or the connection broke: nothing more to write.
+    /// The connection broke: nothing more to write.
     Gone,
+    /// The peer sent a close frame: our close reply (queued by tungstenite) is flushed, briefly.
+    PeerClosed,
 }
 
 struct Conn<'a> {
@@ -361,11 +363,16 @@ impl<'a> Conn<'a> {
                 }
                 Wake::Frame(Some(Ok(frame))) => {
                     last_inbound = Instant::now();
+                    // Checked here too: a client streaming frames must not outrun the deadline
+                    // (the timer is only looked at when no frame is ready).
+                    if self.login_deadline.is_some_and(|d| last_inbound >= d) {
+                        break End::Close(close::LOGIN_TIMEOUT, "login timeout".into());
+                    }
                     dirty = true; // a ping may have queued a pong
                     let (bytes, enc) = match &frame {
                         Message::Text(t) => (t.as_bytes(), Encoding::Json),
                         Message::Binary(b) => (&b[..], Encoding::Bincode),
-                        Message::Close(_) => break End::Gone,
+                        Message::Close(_) => break End::PeerClosed,
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                     };
                     let msg = match decode_client(enc, bytes, max_frame) {
@@ -430,6 +437,11 @@ impl<'a> Conn<'a> {
         {
             let ctx = self.ctx();
             self.session.on_close(ctx, ended);
+        }
+        if let End::PeerClosed = end {
+            let flush = Box::pin(timeout_at(Instant::now() + LINGER, ws.flush()));
+            let _ = flush.await;
+            return;
         }
         if let End::Close(code, reason) = end {
             self.gw

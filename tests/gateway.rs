@@ -2081,3 +2081,16 @@ async fn garbage_frames_leave_the_gateway_up() {
     let (st, _) = http(&gw.admin_url, "GET", "/healthz", None, None).await;
     assert_eq!(st, 200);
 }
+
+/// A close frame from the client is answered with a close frame (the closing handshake of
+/// RFC 6455), and the session leaves presence.
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let gw = Gateway::start();
+    let mut c = gw.logged_in("echo", "web", None).await;
+    c.close().await;
+    match c.recv_frame().await {
+        Some(tokio_tungstenite::tungstenite::Message::Close(_)) => {}
+        other => panic!("expected the server's close reply, got {other:?}"),
+    }
+}
