@@ -571,6 +571,9 @@ impl Cluster {
             Ok(ScriptOutcome::Late) | Err(_) => {
                 if let Err(e) = &outcome {
                     tracing::warn!("cluster login failed: {e}");
+                    // The script may have run with its reply lost: take the entry back at once
+                    // (compare-and-delete by sid), and reconcile to catch up with the rest.
+                    self.unregister_detached(req.app, req.user, req.platform, req.instance_id, sid);
                 }
                 self.local.remove(&sid);
                 return Err(LoginFailure::Code(Code::PresenceUnavailable));
@@ -694,10 +697,35 @@ impl Cluster {
             let mut con = me.con();
             let mut inv = me.scripts.unreg.key(key);
             inv.arg(f).arg(sid.to_string());
-            let _ = me.bounded(inv.invoke_async::<i64>(&mut con)).await;
+            if me.bounded(inv.invoke_async::<i64>(&mut con)).await.is_err() {
+                // Left in Redis for now: the reverse pass of a triggered reconcile removes it.
+                me.reconcile_now.notify_one();
+            }
             me.inflight.fetch_sub(1, Ordering::SeqCst);
         });
         true
+    }
+
+    /// Compare-and-deletes a session's entry in the background and asks for a reconcile; for
+    /// sessions this node gave up on (a login whose reply was lost, a restore of a closed socket).
+    fn unregister_detached(
+        &self,
+        app: u64,
+        user: &str,
+        platform: Platform,
+        iid: Option<&str>,
+        sid: u64,
+    ) {
+        let mut con = self.con();
+        let script = self.scripts.unreg.clone();
+        let (key, f) = (hash_key(app, user), field(platform, iid, sid));
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            let mut inv = script.key(key);
+            inv.arg(f).arg(sid.to_string());
+            let _ = tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut con)).await;
+        });
+        self.reconcile_now.notify_one();
     }
 
     /// Leaves the cluster on shutdown (after [`Cluster::settle`]): the lease is given up, so the
@@ -1241,6 +1269,10 @@ impl Cluster {
             .await?
         {
             ScriptOutcome::Admitted { evicted, .. } => {
+                if !self.local.contains_key(&sid) {
+                    // The socket closed while it was being restored: take the entry back.
+                    self.unregister_detached(l.app, &l.user, l.platform, l.iid.as_deref(), sid);
+                }
                 self.route_kicks(gw, l.app, evicted, Some(l.platform)).await
             }
             ScriptOutcome::Lost(reason, by) => self.kick_local(gw, sid, reason, by),
