@@ -67,6 +67,7 @@ struct Scripts {
     heartbeat: Script,
     sweep: Script,
     forget_node: Script,
+    drop_member: Script,
 }
 
 impl Scripts {
@@ -80,6 +81,7 @@ impl Scripts {
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             sweep: script(include_str!("lua/sweep.lua")),
             forget_node: script(include_str!("lua/forget_node.lua")),
+            drop_member: script(include_str!("lua/drop_member.lua")),
         }
     }
 }
@@ -1319,7 +1321,9 @@ impl Cluster {
                     let _: i64 = self.bounded(inv.invoke_async(con)).await?;
                 }
                 if mine == 0 {
-                    let _: i64 = self.bounded(con.srem(&set, member)).await?;
+                    let mut inv = self.scripts.drop_member.key(key);
+                    inv.key(&set).arg(&self.node).arg(member);
+                    let _: i64 = self.bounded(inv.invoke_async(con)).await?;
                 }
             }
         }
