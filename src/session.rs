@@ -45,6 +45,17 @@ struct Active {
     encoding: Encoding,
 }
 
+/// A `login` request's fields, as sent.
+#[derive(Debug, Clone, Copy)]
+struct LoginFields<'a> {
+    seq: u64,
+    app: u64,
+    user: &'a str,
+    user_sig: &'a str,
+    platform: &'a str,
+    instance_id: Option<&'a str>,
+}
+
 /// A login admitted by presence, about to become the socket's session.
 struct Admitted<'a> {
     app: u64,
@@ -130,12 +141,14 @@ impl Session {
             } => Reply {
                 msg: self.login(
                     ctx,
-                    seq,
-                    sdk_app_id,
-                    &user_id,
-                    &user_sig,
-                    &platform,
-                    instance_id.as_deref(),
+                    LoginFields {
+                        seq,
+                        app: sdk_app_id,
+                        user: &user_id,
+                        user_sig: &user_sig,
+                        platform: &platform,
+                        instance_id: instance_id.as_deref(),
+                    },
                     enc,
                     now_ms,
                 ),
@@ -187,17 +200,19 @@ impl Session {
 
     /// Validates a login's parameters and verifies its UserSig (contract §2 order); `Err` is the
     /// failure response, already counted.
-    #[allow(clippy::too_many_arguments)]
     fn check_login(
         ctx: Ctx<'_>,
-        seq: u64,
-        app: u64,
-        user: &str,
-        user_sig: &str,
-        platform: &str,
-        instance_id: Option<&str>,
+        f: LoginFields<'_>,
         now_ms: u64,
     ) -> Result<(Platform, Decoded), ServerMsg> {
+        let LoginFields {
+            seq,
+            app,
+            user,
+            user_sig,
+            platform,
+            instance_id,
+        } = f;
         let gw = ctx.gw;
         let fail = |code: Code, desc: String| {
             gw.count_login(app, code);
@@ -237,25 +252,25 @@ impl Session {
             .is_some_and(|a| a.app == app && &*a.user == user)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn login(
         &mut self,
         ctx: Ctx<'_>,
-        seq: u64,
-        app: u64,
-        user: &str,
-        user_sig: &str,
-        platform: &str,
-        instance_id: Option<&str>,
+        f: LoginFields<'_>,
         enc: Encoding,
         now_ms: u64,
     ) -> Option<ServerMsg> {
         let gw = ctx.gw;
-        let (platform, ticket) =
-            match Self::check_login(ctx, seq, app, user, user_sig, platform, instance_id, now_ms) {
-                Ok(ok) => ok,
-                Err(resp) => return Some(resp),
-            };
+        let (platform, ticket) = match Self::check_login(ctx, f, now_ms) {
+            Ok(ok) => ok,
+            Err(resp) => return Some(resp),
+        };
+        let LoginFields {
+            seq,
+            app,
+            user,
+            instance_id,
+            ..
+        } = f;
         let policy = &gw.apps[&app].policy;
         let expire_at = ticket.expire_at();
         // Same user on this socket: updated in place. Another user: the old session logs out.
@@ -379,16 +394,15 @@ impl Session {
                 instance_id,
                 ..
             } => {
-                let (platform, ticket) = match Self::check_login(
-                    ctx,
+                let fields = LoginFields {
                     seq,
                     app,
-                    &user_id,
-                    &user_sig,
-                    &platform,
-                    instance_id.as_deref(),
-                    now_ms,
-                ) {
+                    user: &user_id,
+                    user_sig: &user_sig,
+                    platform: &platform,
+                    instance_id: instance_id.as_deref(),
+                };
+                let (platform, ticket) = match Self::check_login(ctx, fields, now_ms) {
                     Ok(ok) => ok,
                     Err(resp) => return keep(resp),
                 };
