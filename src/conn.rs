@@ -513,16 +513,3 @@ async fn close_socket(
     };
     let _ = timeout_at(deadline, drain).await;
 }
-
-/// Tells a socket's task to close (used by tests of the outbox path).
-pub fn shutdown(outbox: &Outbox) -> bool {
-    outbox.push(Event::Shutdown)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn linger_is_bounded() {
-        assert!(super::LINGER <= std::time::Duration::from_secs(5));
-    }
-}
