@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Overrides `listen` (use 127.0.0.1:0 for a free port)
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Overrides `admin_listen` (use 127.0.0.1:0 for a free port)
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -70,6 +70,14 @@ pub struct Config {
     /// Bearer token for `/v1/*`. None: `/v1/*` answers 403.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Answer `POST /v1/dev/usersig` (mint UserSigs for the console). Default false; always on for
+    /// the development gateway.
+    #[serde(default)]
+    pub dev_usersig: bool,
+    /// The development gateway (`imgate serve` without a file): the console is prefilled with the
+    /// admin token. Not a config key.
+    #[serde(skip)]
+    pub development: bool,
     #[serde(default)]
     pub throttle: ThrottleConfig,
     #[serde(default, rename = "app")]
@@ -264,6 +272,8 @@ impl Config {
     pub fn development(sdk_app_id: u64, key: String, admin_token: String) -> Config {
         let mut cfg: Config = toml::from_str("").expect("the empty config parses");
         cfg.admin_token = Some(admin_token);
+        cfg.dev_usersig = true;
+        cfg.development = true;
         cfg.apps.push(AppConfig {
             sdk_app_id,
             key,

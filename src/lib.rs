@@ -15,7 +15,7 @@
 //! - [`gateway`]: the state all sockets share, and the operations on it.
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
-//! - [`admin`]: the admin HTTP API.
+//! - [`admin`]: the admin HTTP API; [`console`]: the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
 //! - [`load`]: `imgate load`, the load generator: a client of the gateway (only `cli` refers to it).
@@ -28,6 +28,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod expiry;
 pub mod gateway;
 pub mod load;
@@ -98,6 +99,9 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = admin;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,6 +118,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         }
         let _ = writeln!(out, "listening on ws://{ws}/ws");
         let _ = writeln!(out, "admin listening on http://{admin}");
+        let _ = writeln!(out, "console: http://{admin}/console");
         let _ = out.flush();
         drop(out);
         server.run(shutdown).await;
