@@ -3,7 +3,7 @@
 //! The map of the crate, in dependency order (each module uses only those above it):
 //!
 //! - [`clock`]: wall-clock time in protocol units.
-//! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification.
+//! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification (the `imgate-usersig` crate).
 //! - [`policy`]: the multi-device policy and the pure eviction decision.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`outbox`]: the bounded mailbox through which shared state talks to one socket.
@@ -18,9 +18,11 @@
 //! - [`admin`]: the admin HTTP API; [`console`]: the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
-//! - [`load`]: `imgate load`, the load generator: a client of the gateway (only `cli` refers to it).
 //!
-//! The wire format lives in the `imgate-proto` crate.
+//! The wire format lives in the `imgate-proto` crate, the load generator (`imgate load`) in
+//! `imgate-load`.
+
+pub use imgate_usersig as usersig;
 
 pub mod admin;
 pub mod cli;
@@ -31,7 +33,6 @@ pub mod conn;
 pub mod console;
 pub mod expiry;
 pub mod gateway;
-pub mod load;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
@@ -39,7 +40,6 @@ pub mod presence;
 pub mod server;
 pub mod session;
 pub mod throttle;
-pub mod usersig;
 pub mod webhook;
 
 use std::io::Write;
@@ -68,7 +68,7 @@ pub fn init_tracing() {
 }
 
 /// The sdk_app_id of the development gateway.
-pub const DEV_SDK_APP_ID: u64 = 1_400_000_000;
+pub const DEV_SDK_APP_ID: u64 = imgate_load::DEV_SDK_APP_ID;
 
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
