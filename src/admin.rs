@@ -9,8 +9,7 @@ use crate::clock;
 use crate::console;
 use crate::gateway::Gateway;
 use crate::outbox::Delivery;
-use crate::presence::KickFilter;
-use crate::session::{valid_instance_id, valid_user_id};
+use crate::presence::{KickFilter, Unavailable};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -19,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use imgate_proto::Platform;
+use imgate_proto::{valid_instance_id, valid_user_id};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -99,16 +99,13 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T,
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
-/// Cluster mode with Redis unreachable: 503.
-fn unavailable(e: crate::cluster::ClusterError) -> ApiError {
-    ApiError(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("presence store unavailable: {e}"),
-    )
+/// The shared presence store is unreachable: 503.
+fn unavailable(e: Unavailable) -> ApiError {
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
 fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
-    if gw.apps.contains_key(&app) {
+    if gw.apps.contains(app) {
         Ok(())
     } else {
         Err(ApiError::bad(format!("sdk_app_id {app} is not configured")))
@@ -153,26 +150,8 @@ async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
             ));
         }
     }
-    if let Some(c) = &gw.cluster {
-        let kicked = c
-            .kick(
-                &gw,
-                b.sdk_app_id,
-                &b.user_id,
-                platform,
-                b.instance_id.as_deref(),
-            )
-            .await
-            .map_err(unavailable)?;
-        return Ok(Json(json!({ "kicked": kicked })));
-    }
-    let whole_user = platform.is_none() && b.instance_id.is_none();
-    if whole_user {
-        // Revoke first, so a login racing with this kick cannot slip in with an old UserSig.
-        gw.revoke(b.sdk_app_id, &b.user_id, clock::now_secs());
-    }
-    let victims = gw
-        .registry
+    let kicked = gw
+        .presence
         .kick(
             b.sdk_app_id,
             &b.user_id,
@@ -181,9 +160,9 @@ async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
                 instance_id: b.instance_id.as_deref(),
             },
         )
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-    gw.notify_kicked(b.sdk_app_id, &victims, None);
-    Ok(Json(json!({ "kicked": victims.len() })))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "kicked": kicked })))
 }
 
 async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> ApiResult {
@@ -213,34 +192,12 @@ async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Ap
         )));
     }
     let mut out = Vec::with_capacity(users.len());
-    if let Some(c) = &gw.cluster {
-        for user in users {
-            let entries = c.entries(app, &user).await.map_err(unavailable)?;
-            let status = if entries.is_empty() {
-                "Offline"
-            } else {
-                "Online"
-            };
-            let list: Vec<Value> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "platform": e.platform.as_str(),
-                        "instance_id": e.instance_id,
-                        "login_at_ms": e.login_at_ms(),
-                        "expire_at": e.expire_at,
-                    })
-                })
-                .collect();
-            out.push(json!({ "user_id": user, "status": status, "instances": list }));
-        }
-        return Ok(Json(json!({ "users": out })));
-    }
     for user in users {
         let instances = gw
-            .registry
+            .presence
             .instances(app, &user)
-            .map_err(|e| ApiError::bad(e.to_string()))?;
+            .await
+            .map_err(unavailable)?;
         let status = if instances.is_empty() {
             "Offline"
         } else {
@@ -251,7 +208,7 @@ async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Ap
             .map(|i| {
                 json!({
                     "platform": i.platform.as_str(),
-                    "instance_id": i.instance_id.as_deref(),
+                    "instance_id": i.instance_id,
                     "login_at_ms": i.login_at_ms,
                     "expire_at": i.expire_at,
                 })
@@ -280,18 +237,16 @@ async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
             gw.config.max_payload_bytes
         )));
     }
-    let delivery = Delivery {
+    let delivery = Arc::new(Delivery {
         from: "@admin".into(),
         from_platform: None,
         payload: b.payload,
-    };
-    let delivered = match &gw.cluster {
-        Some(c) => c
-            .deliver(&gw, b.sdk_app_id, &b.to, None, delivery)
-            .await
-            .map_err(unavailable)?,
-        None => gw.deliver(b.sdk_app_id, &b.to, None, delivery),
-    };
+    });
+    let delivered = gw
+        .presence
+        .deliver(b.sdk_app_id, &b.to, None, delivery)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({ "delivered": delivered })))
 }
 

@@ -16,8 +16,8 @@ mod redis_server;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use imgate::cluster::{run_login_script, ScriptLogin, ScriptOutcome};
 use imgate::policy::{canonical, Held, Policy};
+use imgate::presence::redis::{run_login_script, ScriptLogin, ScriptOutcome};
 use imgate_proto::{KickReason, Platform, ALL_PLATFORMS};
 use parking_lot::Mutex;
 use redis_server::RedisServer;
@@ -709,6 +709,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                     order: 0,
                     ip: "127.0.0.1",
                     replaces: None,
+                    switch: None,
                     lease_ms: LEASE_MS,
                     deadline_ms: imgate::clock::now_ms() - 1000,
                 };
@@ -792,6 +793,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                 order: entry.order,
                 ip: "127.0.0.1",
                 replaces,
+                switch: None,
                 lease_ms: LEASE_MS,
                 deadline_ms: 0,
             };
@@ -2032,6 +2034,7 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
         order: 0,
         ip: "127.0.0.1",
         replaces,
+        switch: None,
         lease_ms: 60_000,
         deadline_ms: 0,
     };
