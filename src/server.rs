@@ -10,8 +10,8 @@ use crate::expiry;
 use crate::gateway::{Gateway, Parts};
 use crate::metrics::Metrics;
 use crate::presence::embedded::Embedded;
-use crate::presence::redis::{Deps, RedisPresence};
-use crate::presence::Presence;
+use crate::presence::redis::RedisPresence;
+use crate::presence::{Presence, StoreDeps};
 use crate::webhook::Webhooks;
 use std::future::Future;
 use std::io;
@@ -37,6 +37,22 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// The presence store of a config: Redis with a `[cluster]` table, else the embedded one. The one
+/// place that asks which store is in use.
+pub async fn store_for(
+    config: Config,
+    deps: StoreDeps,
+) -> Result<Arc<dyn Presence>, crate::ServeError> {
+    Ok(match &config.cluster {
+        None => Arc::new(Embedded::new(deps.metrics)),
+        Some(c) => Arc::new(
+            RedisPresence::connect(c, deps)
+                .await
+                .map_err(crate::ServeError::Cluster)?,
+        ),
+    })
+}
+
 /// A gateway with its listeners bound, ready to run.
 pub struct Server {
     pub gateway: Arc<Gateway>,
@@ -47,9 +63,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the gateway with its presence store (Redis with a `[cluster]` table, else embedded:
-    /// the one place that asks) and binds both listeners (must run inside a tokio runtime).
+    /// Builds the gateway with its presence store and binds both listeners (must run inside a
+    /// tokio runtime).
     pub async fn bind(config: Config) -> Result<Server, crate::ServeError> {
+        Server::bind_with(config, store_for).await
+    }
+
+    /// [`Server::bind`] with the presence store built by `store` (tests wrap a store with it).
+    pub async fn bind_with<F, Fut>(config: Config, store: F) -> Result<Server, crate::ServeError>
+    where
+        F: FnOnce(Config, StoreDeps) -> Fut,
+        Fut: Future<Output = Result<Arc<dyn Presence>, crate::ServeError>>,
+    {
         let ws = bind(config.listen).map_err(crate::ServeError::Bind)?;
         let admin = bind(config.admin_listen).map_err(crate::ServeError::Bind)?;
         let app_ids: Vec<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
@@ -61,32 +86,20 @@ impl Server {
             .filter_map(|a| a.webhook.clone().map(|w| (a.sdk_app_id, w)))
             .collect();
         let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
-        let webhooks = Arc::new(webhooks);
-        let apps = Arc::new(Apps::new(&config.apps));
-        let conns = Arc::new(Conns::new(metrics.connections.clone()));
-        let presence: Arc<dyn Presence> = match &config.cluster {
-            None => Arc::new(Embedded::new(Arc::clone(&metrics))),
-            Some(c) => {
-                let deps = Deps {
-                    conns: Arc::clone(&conns),
-                    apps: Arc::clone(&apps),
-                    webhooks: Arc::clone(&webhooks),
-                    metrics: Arc::clone(&metrics),
-                };
-                Arc::new(
-                    RedisPresence::connect(c, deps)
-                        .await
-                        .map_err(crate::ServeError::Cluster)?,
-                )
-            }
+        let deps = StoreDeps {
+            conns: Arc::new(Conns::new(metrics.connections.clone())),
+            apps: Arc::new(Apps::new(&config.apps)),
+            webhooks: Arc::new(webhooks),
+            metrics,
         };
+        let presence = store(config.clone(), deps.clone()).await?;
         let gateway = Arc::new(Gateway::new(Parts {
             config,
-            apps,
+            apps: deps.apps,
             presence,
-            metrics,
-            webhooks,
-            conns,
+            metrics: deps.metrics,
+            webhooks: deps.webhooks,
+            conns: deps.conns,
         }));
         gateway.set_ws_endpoint(crate::console::WsEndpoint {
             addr: ws.local_addr().map_err(crate::ServeError::Bind)?,

@@ -27,6 +27,15 @@ use std::sync::Arc;
 
 pub use registry::KickFilter;
 
+/// What a store is built from (never the gateway itself, which is built around the store).
+#[derive(Debug, Clone)]
+pub struct StoreDeps {
+    pub conns: Arc<crate::conns::Conns>,
+    pub apps: Arc<crate::apps::Apps>,
+    pub webhooks: Arc<crate::webhook::Webhooks>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
 /// A boxed future, as the trait returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

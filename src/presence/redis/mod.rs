@@ -28,11 +28,11 @@ pub use scripts::{run_login_script, ClusterError, ScriptLogin, ScriptOutcome, Sw
 use super::registry::Instance;
 use super::{
     Admitted, BoxFuture, InstanceView, KickFilter, LoginRequest, Presence, Prior, Refused,
-    SessionRef, Unavailable,
+    SessionRef, StoreDeps, Unavailable,
 };
 use crate::apps::Apps;
 use crate::config::ClusterConfig;
-use crate::conns::{self, Conns};
+use crate::conns;
 use crate::metrics::Metrics;
 use crate::outbox::{ConnId, Delivery};
 use crate::webhook::Webhooks;
@@ -54,15 +54,6 @@ use tokio_util::task::TaskTracker;
 pub const DELIVERY_WAIT: Duration = Duration::from_millis(200);
 /// Pub/sub messages queued for the handler at most; beyond, they are dropped (reconcile repairs).
 const PUSH_QUEUE: usize = 65_536;
-
-/// What the store is built from (never the gateway itself).
-#[derive(Debug, Clone)]
-pub struct Deps {
-    pub conns: Arc<Conns>,
-    pub apps: Arc<Apps>,
-    pub webhooks: Arc<Webhooks>,
-    pub metrics: Arc<Metrics>,
-}
 
 /// One node's view of the shared presence.
 pub struct RedisPresence {
@@ -115,7 +106,10 @@ impl Drop for Pending<'_> {
 
 impl RedisPresence {
     /// Connects to Redis and claims the node id (refused when a live node holds it).
-    pub async fn connect(cfg: &ClusterConfig, deps: Deps) -> Result<RedisPresence, ClusterError> {
+    pub async fn connect(
+        cfg: &ClusterConfig,
+        deps: StoreDeps,
+    ) -> Result<RedisPresence, ClusterError> {
         let node = cfg.node_id.clone().unwrap_or_else(lease::default_node_id);
         let timeout = Duration::from_millis(cfg.redis_timeout_ms);
         let manager_config = || {
