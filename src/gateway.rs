@@ -12,7 +12,6 @@ use crate::apps::{App, Apps};
 use crate::clock;
 use crate::config::Config;
 use crate::conns::Conns;
-use crate::console::WsEndpoint;
 use crate::expiry::{SharedWheel, Wheel, WheelKey};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -22,8 +21,41 @@ use crate::usersig::{self, Decoded};
 use crate::webhook::Webhooks;
 use imgate_proto::Code;
 use parking_lot::Mutex;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
+
+/// Where the page connects: the WebSocket listener's address and scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct WsEndpoint {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl WsEndpoint {
+    /// The URL a browser that reached the admin listener as `host` uses: the listener's own address,
+    /// or, when it listens on every interface, the host name the browser used with the WS port.
+    pub fn url_for(&self, host: Option<&str>) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let ip = self.addr.ip();
+        let hostname = match host.map(host_without_port) {
+            Some(h) if ip.is_unspecified() && !h.is_empty() => h.to_owned(),
+            _ if ip.is_ipv6() => format!("[{ip}]"),
+            _ => ip.to_string(),
+        };
+        format!("{scheme}://{hostname}:{}/ws", self.addr.port())
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 2]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
 
 /// Everything the sockets and the admin API share.
 #[derive(Debug)]

@@ -18,7 +18,7 @@
 //! - [`gateway`]: the state all sockets share (the store chosen once, at start-up).
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
-//! - [`admin`]: the admin HTTP API; [`console`]: the browser console served beside it.
+//! - [`admin`]: the admin HTTP API, and the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
 //!
@@ -34,7 +34,6 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod conns;
-pub mod console;
 pub mod expiry;
 pub mod gateway;
 pub mod metrics;

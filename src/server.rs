@@ -101,7 +101,7 @@ impl Server {
             webhooks: deps.webhooks,
             conns: deps.conns,
         }));
-        gateway.set_ws_endpoint(crate::console::WsEndpoint {
+        gateway.set_ws_endpoint(crate::gateway::WsEndpoint {
             addr: ws.local_addr().map_err(crate::ServeError::Bind)?,
             tls: false,
         });

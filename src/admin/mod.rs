@@ -5,11 +5,15 @@
 //! and `/readyz` need no token. Bodies and errors are JSON; a bad body or parameter is 400 and an
 //! unknown path 404, each with `{"error":"..."}`.
 
+mod console;
+mod error;
+
+pub use error::{ApiError, ApiResult};
+
 use crate::clock;
-use crate::console;
 use crate::gateway::Gateway;
 use crate::outbox::Delivery;
-use crate::presence::{KickFilter, Unavailable};
+use crate::presence::KickFilter;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -17,8 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use error::{check_app, check_user, parse_body, unavailable};
+use imgate_proto::valid_instance_id;
 use imgate_proto::Platform;
-use imgate_proto::{valid_instance_id, valid_user_id};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -26,28 +31,6 @@ use subtle::ConstantTimeEq;
 
 /// Users per `GET /v1/online` at most.
 pub const MAX_ONLINE_USERS: usize = 500;
-
-type ApiResult = Result<Json<Value>, ApiError>;
-
-/// An error answer: status and message, rendered as `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    pub fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
-        ApiError(status, msg.into())
-    }
-
-    pub fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
 
 /// The admin router.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -66,15 +49,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/sdk/{name}", get(console::sdk_file))
         .route("/console/{name}", get(console::console_file))
         .merge(v1)
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .with_state(gw)
 }
 
 async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let Some(token) = gw.config.admin_token.as_deref() else {
-        return ApiError(
+        return ApiError::new(
             StatusCode::FORBIDDEN,
-            "the admin API is disabled: no admin_token is configured".into(),
+            "the admin API is disabled: no admin_token is configured",
         )
         .into_response();
     };
@@ -87,38 +70,11 @@ async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Respo
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(req).await
     } else {
-        ApiError(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong Authorization: Bearer token".into(),
+            "missing or wrong Authorization: Bearer token",
         )
         .into_response()
-    }
-}
-
-pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
-}
-
-/// The shared presence store is unreachable: 503.
-fn unavailable(e: Unavailable) -> ApiError {
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-}
-
-fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
-    if gw.apps.contains(app) {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!("sdk_app_id {app} is not configured")))
-    }
-}
-
-pub(crate) fn check_user(field: &str, user: &str) -> Result<(), ApiError> {
-    if valid_user_id(user) {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!(
-            "{field} must be 1 to 32 characters of A-Z a-z 0-9 _ -"
-        )))
     }
 }
 
