@@ -47,7 +47,7 @@ pub enum Event {
 #[derive(Default)]
 struct Inner {
     queue: VecDeque<Event>,
-    messages: usize,
+    messages: u32,
     overflowed: bool,
     closed: bool,
     waker: Option<Waker>,
@@ -60,7 +60,7 @@ pub type ConnId = u32;
 pub struct Outbox {
     id: ConnId,
     ip: IpAddr,
-    limit: usize,
+    limit: u32,
     inner: Mutex<Inner>,
 }
 
@@ -76,7 +76,7 @@ impl Outbox {
         Outbox {
             id,
             ip,
-            limit,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             inner: Mutex::new(Inner::default()),
         }
     }

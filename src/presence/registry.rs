@@ -123,15 +123,18 @@ struct User {
     app: u64,
     user: Box<str>,
     instances: Vec<Instance>,
-    /// Admin revocation second (0: none): UserSigs with `TLS.time` <= it answer 70052.
-    revoked: u64,
+}
+
+/// A user's admin revocation second: UserSigs with `TLS.time` <= it answer 70052. Kept apart from
+/// the users (few users are ever revoked), in the same shard, so one lock covers both.
+#[derive(Debug)]
+struct Revoked {
+    app: u64,
+    user: Box<str>,
+    second: u64,
 }
 
 impl User {
-    fn is_idle(&self) -> bool {
-        self.instances.is_empty() && self.revoked == 0
-    }
-
     fn next_order(&self, now_us: u64) -> u64 {
         let last = self.instances.iter().map(|i| i.order).max().unwrap_or(0);
         now_us.max(last + 1)
@@ -141,9 +144,34 @@ impl User {
 #[derive(Debug, Default)]
 struct Shard {
     users: HashTable<User>,
+    revoked: HashTable<Revoked>,
 }
 
 impl Shard {
+    /// The user's revocation second, 0 when none.
+    fn revoked(&self, hash: u64, app: u64, user: &str) -> u64 {
+        self.revoked
+            .find(hash, |r| r.app == app && &*r.user == user)
+            .map_or(0, |r| r.second)
+    }
+
+    fn revoke(&mut self, hasher: &RandomState, hash: u64, app: u64, user: &str, second: u64) {
+        let r = self
+            .revoked
+            .entry(
+                hash,
+                |r| r.app == app && &*r.user == user,
+                |r| hasher.hash_one((r.app, &*r.user)),
+            )
+            .or_insert_with(|| Revoked {
+                app,
+                user: user.into(),
+                second: 0,
+            })
+            .into_mut();
+        r.second = r.second.max(second);
+    }
+
     fn find(&self, hash: u64, app: u64, user: &str) -> Option<&User> {
         self.users.find(hash, |u| u.app == app && &*u.user == user)
     }
@@ -170,7 +198,6 @@ impl Shard {
                 app,
                 user: user.into(),
                 instances: Vec::new(),
-                revoked: 0,
             })
             .into_mut()
     }
@@ -180,7 +207,7 @@ impl Shard {
             .users
             .find_entry(hash, |u| u.app == app && &*u.user == user)
         {
-            if e.get().is_idle() {
+            if e.get().instances.is_empty() {
                 e.remove();
             }
         }
@@ -279,9 +306,7 @@ impl Registry {
             }
         }
         // 2. The revocation.
-        let revoked = shard_new
-            .find(h_new, req.app, req.user)
-            .map_or(0, |u| u.revoked);
+        let revoked = shard_new.revoked(h_new, req.app, req.user);
         if revoked > 0 && req.tls_time <= revoked {
             return Err(Refusal::Revoked);
         }
@@ -385,12 +410,13 @@ impl Registry {
     ) -> Result<(), Refusal> {
         let h = self.hash(app, user);
         let mut shard = self.shards[Self::shard_of(h)].write();
+        let revoked = shard.revoked(h, app, user);
+        if revoked > 0 && tls_time <= revoked {
+            return Err(Refusal::Revoked);
+        }
         let Some(u) = shard.find_mut(h, app, user) else {
             return Ok(());
         };
-        if u.revoked > 0 && tls_time <= u.revoked {
-            return Err(Refusal::Revoked);
-        }
         if let Some(i) = u.instances.iter_mut().find(|i| i.session == session) {
             i.expire_at = expire_at;
         }
@@ -421,16 +447,11 @@ impl Registry {
     ) -> Vec<Victim> {
         let h = self.hash(app, user);
         let mut shard = self.shards[Self::shard_of(h)].write();
-        let u = match revoke_at {
-            Some(second) => {
-                let u = shard.get_or_insert(&self.hasher, h, app, user);
-                u.revoked = u.revoked.max(second);
-                u
-            }
-            None => match shard.find_mut(h, app, user) {
-                Some(u) => u,
-                None => return Vec::new(),
-            },
+        if let Some(second) = revoke_at {
+            shard.revoke(&self.hasher, h, app, user, second);
+        }
+        let Some(u) = shard.find_mut(h, app, user) else {
+            return Vec::new();
         };
         let mut victims = Vec::new();
         let mut i = 0;
