@@ -6,6 +6,7 @@
 //! unknown path 404, each with `{"error":"..."}`.
 
 use crate::clock;
+use crate::console;
 use crate::gateway::Gateway;
 use crate::outbox::Delivery;
 use crate::presence::KickFilter;
@@ -33,7 +34,11 @@ type ApiResult = Result<Json<Value>, ApiError>;
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
+        ApiError(status, msg.into())
+    }
+
+    pub fn bad(msg: impl Into<String>) -> ApiError {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -50,11 +55,16 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/kick", post(kick))
         .route("/v1/online", get(online))
         .route("/v1/push", post(push))
+        .route("/v1/dev/usersig", post(console::mint))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&gw), auth));
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/console", get(console::page))
+        .route("/console/config", get(console::config))
+        .route("/console/sdk/{name}", get(console::sdk_file))
+        .route("/console/{name}", get(console::console_file))
         .merge(v1)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
         .with_state(gw)
@@ -85,7 +95,7 @@ async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Respo
     }
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
@@ -105,7 +115,7 @@ fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
     }
 }
 
-fn check_user(field: &str, user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_user(field: &str, user: &str) -> Result<(), ApiError> {
     if valid_user_id(user) {
         Ok(())
     } else {

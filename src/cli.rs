@@ -1,5 +1,5 @@
 //! The command line (contract §9): `imgate serve`, `imgate sig gen`, `imgate sig verify`; and
-//! `imgate load`, the load generator of the benchmarks ([`crate::load`]).
+//! `imgate load`, the load generator of the benchmarks (the `imgate-load` crate).
 //!
 //! Parsing is clap's; each subcommand calls into the library. Output meant for scripts (the UserSig of
 //! `sig gen`, the fields of `sig verify`) goes to stdout; the exit code of `sig verify` is 0 when the
@@ -29,7 +29,7 @@ pub enum Command {
     #[command(subcommand)]
     Sig(SigCommand),
     /// Generate load: open, log in and hold sessions (or time kicks); see BENCHMARKS.md
-    Load(crate::load::LoadArgs),
+    Load(imgate_load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Overrides `listen` (use 127.0.0.1:0 for a free port)
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Overrides `admin_listen` (use 127.0.0.1:0 for a free port)
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

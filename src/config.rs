@@ -11,221 +11,197 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-/// A configuration error, already phrased for the operator.
+/// A configuration error, already phrased for the operator: the file, the line when known, the key
+/// with its full path (`cluster.lease_ms`, `app[0].max_instances.web`) and what is wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {msg}")]
+#[error("{file}{}: {key}: {msg}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
     pub file: String,
+    pub line: Option<usize>,
     pub key: String,
     pub msg: String,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8081))
-}
-
-/// The whole configuration. Field docs give the defaults.
+/// The whole configuration (contract §9, §12). Every field has a default ([`Config::default`]);
+/// the field docs say what it bounds.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// WebSocket listener. Default `127.0.0.1:8080`.
-    #[serde(default = "default_listen")]
+    /// WebSocket listener.
     pub listen: SocketAddr,
-    /// A new (or logged-out) socket must log in within this many seconds, else close 4000. Default 10.
-    #[serde(default = "d_login_timeout")]
+    /// A new (or logged-out) socket must log in within this many seconds, else close 4000.
     pub login_timeout_secs: u64,
-    /// The server pings every this many seconds. Default 25.
-    #[serde(default = "d_ping_interval")]
+    /// The server pings every this many seconds.
     pub ping_interval_secs: u64,
-    /// A socket with no inbound frame for this long is closed with 4001. Default 60.
-    #[serde(default = "d_idle_timeout")]
+    /// A socket with no inbound frame for this long is closed with 4001.
     pub idle_timeout_secs: u64,
-    /// Largest inbound message after reassembly; larger closes with 1009. Default 65536, at most 1 MiB.
-    #[serde(default = "d_max_frame")]
+    /// Largest inbound message after reassembly; larger closes with 1009. At most 1 MiB.
     pub max_frame_bytes: usize,
-    /// Largest `send` payload; larger answers 6017. Default 16384.
-    #[serde(default = "d_max_payload")]
+    /// Largest `send` payload; larger answers 6017.
     pub max_payload_bytes: usize,
-    /// Open WebSocket connections at most; further TCP connections are closed at accept. Default 100000.
-    #[serde(default = "d_max_connections")]
+    /// Open WebSocket connections at most; further TCP connections are closed at accept.
     pub max_connections: usize,
-    /// Pushes queued for one socket at most before it is closed with 4003. Default 256.
-    #[serde(default = "d_outbound_queue")]
+    /// Pushes queued for one socket at most before it is closed with 4003.
     pub outbound_queue: usize,
-    /// Bytes waiting to be written to one socket at most before it is closed with 4003. Default 262144.
-    #[serde(default = "d_outbound_bytes")]
+    /// Bytes waiting to be written to one socket at most before it is closed with 4003.
     pub outbound_bytes: usize,
-    /// Read buffer of each socket (bytes); small keeps idle sockets cheap. Default 1024.
-    #[serde(default = "d_read_buffer")]
+    /// Read buffer of each socket (bytes); small keeps idle sockets cheap.
     pub read_buffer_bytes: usize,
-    /// How long shutdown waits for sockets to close and webhooks to flush. Default 5.
-    #[serde(default = "d_grace")]
+    /// How long shutdown waits for sockets to close and webhooks to flush.
     pub shutdown_grace_secs: u64,
-    /// Admin HTTP listener. Default `127.0.0.1:8081`.
-    #[serde(default = "default_admin_listen")]
+    /// Admin HTTP listener.
     pub admin_listen: SocketAddr,
     /// Bearer token for `/v1/*`. None: `/v1/*` answers 403.
-    #[serde(default)]
     pub admin_token: Option<String>,
-    #[serde(default)]
+    /// Answer `POST /v1/dev/usersig` (mint UserSigs for the console). Always on for the
+    /// development gateway.
+    pub dev_usersig: bool,
+    /// The development gateway (`imgate serve` without a file): the console is prefilled with the
+    /// admin token. Not a config key.
+    #[serde(skip)]
+    pub development: bool,
     pub throttle: ThrottleConfig,
-    #[serde(default, rename = "app")]
+    #[serde(rename = "app")]
     pub apps: Vec<AppConfig>,
     /// `[cluster]`: share presence with other nodes through Redis (contract §12).
-    #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            login_timeout_secs: 10,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 60,
+            max_frame_bytes: 65536,
+            max_payload_bytes: 16384,
+            max_connections: 100_000,
+            outbound_queue: 256,
+            outbound_bytes: 256 * 1024,
+            read_buffer_bytes: 1024,
+            shutdown_grace_secs: 5,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            admin_token: None,
+            dev_usersig: false,
+            development: false,
+            throttle: ThrottleConfig::default(),
+            apps: Vec::new(),
+            cluster: None,
+        }
+    }
 }
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT[/DB]` of the shared Redis (7.0 or later).
+    /// `redis://HOST:PORT[/DB]` of the shared Redis (7.0 or later). Required.
     pub redis_url: String,
     /// Unique per live node. Default: host name + a random suffix per process start.
-    #[serde(default)]
     pub node_id: Option<String>,
-    /// A node silent this long is dead. Default 5000.
-    #[serde(default = "d_lease")]
+    /// A node silent this long is dead.
     pub lease_ms: u64,
-    /// How often a node renews its lease. Default 1000.
-    #[serde(default = "d_heartbeat")]
+    /// How often a node renews its lease.
     pub heartbeat_ms: u64,
-    /// Each node re-checks its sockets against Redis this often. Default 10.
-    #[serde(default = "d_reconcile")]
+    /// Each node re-checks its sockets against Redis this often.
     pub reconcile_secs: u64,
-    /// Every Redis call is bounded by this; a login past it answers 70169. Default 500.
-    #[serde(default = "d_redis_timeout")]
+    /// Every Redis call is bounded by this; a login past it answers 70169.
     pub redis_timeout_ms: u64,
 }
 
-fn d_lease() -> u64 {
-    5000
-}
-fn d_heartbeat() -> u64 {
-    1000
-}
-fn d_reconcile() -> u64 {
-    10
-}
-fn d_redis_timeout() -> u64 {
-    500
-}
-
-fn d_login_timeout() -> u64 {
-    10
-}
-fn d_ping_interval() -> u64 {
-    25
-}
-fn d_idle_timeout() -> u64 {
-    60
-}
-fn d_max_frame() -> usize {
-    65536
-}
-fn d_max_payload() -> usize {
-    16384
-}
-fn d_max_connections() -> usize {
-    100_000
-}
-fn d_outbound_queue() -> usize {
-    256
-}
-fn d_outbound_bytes() -> usize {
-    256 * 1024
-}
-fn d_read_buffer() -> usize {
-    1024
-}
-fn d_grace() -> u64 {
-    5
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            redis_url: String::new(),
+            node_id: None,
+            lease_ms: 5000,
+            heartbeat_ms: 1000,
+            reconcile_secs: 10,
+            redis_timeout_ms: 500,
+        }
+    }
 }
 
 /// `[throttle]`: failed UserSig verifications per (app, user, client IP) in a sliding window.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    /// Failures within the window that trigger 70050. Default 5.
-    #[serde(default = "d_max_failures")]
+    /// Failures within the window that trigger 70050.
     pub max_failures: u32,
-    /// The sliding window in seconds. Default 60.
-    #[serde(default = "d_window")]
+    /// The sliding window in seconds.
     pub window_secs: u64,
-    /// (app, user, IP) keys tracked at most; the oldest are forgotten first. Default 100000.
-    #[serde(default = "d_max_keys")]
+    /// (app, user, IP) keys tracked at most; the oldest are forgotten first.
     pub max_keys: usize,
-}
-
-fn d_max_failures() -> u32 {
-    5
-}
-fn d_window() -> u64 {
-    60
-}
-fn d_max_keys() -> usize {
-    100_000
 }
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {
-            max_failures: d_max_failures(),
-            window_secs: d_window(),
-            max_keys: d_max_keys(),
+            max_failures: 5,
+            window_secs: 60,
+            max_keys: 100_000,
         }
     }
 }
 
 /// One `[[app]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
+    /// Required.
     pub sdk_app_id: u64,
-    /// The app's secret key (raw UTF-8 bytes are the HMAC key).
+    /// The app's secret key (raw UTF-8 bytes are the HMAC key). Required.
     pub key: String,
     /// `single`, `dual` (default), `triple` or `multi`. Exclusive with `groups`.
-    #[serde(default)]
     pub policy: Option<String>,
     /// Custom exclusive groups, e.g. `[["android","iphone"],["web"]]`; unlisted platforms are alone.
-    #[serde(default)]
     pub groups: Option<Vec<Vec<String>>>,
     /// Per-platform instance caps; unlisted platforms: 1.
-    #[serde(default)]
     pub max_instances: BTreeMap<String, u32>,
-    #[serde(default)]
     pub webhook: Option<WebhookConfig>,
 }
 
 /// `[app.webhook]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://` URL the State.StateChange callbacks are POSTed to.
+    /// `http://` URL the State.StateChange callbacks are POSTed to. Required.
     pub url: String,
-    /// Events queued at most before new ones are dropped (and counted). Default 10000.
-    #[serde(default = "d_webhook_queue")]
+    /// Events queued at most before new ones are dropped (and counted).
     pub queue: usize,
-    /// Delivery attempts per event. Default 4.
-    #[serde(default = "d_webhook_attempts")]
+    /// Delivery attempts per event.
     pub attempts: u32,
-    /// Per-attempt timeout in milliseconds. Default 2000.
-    #[serde(default = "d_webhook_timeout")]
+    /// Per-attempt timeout in milliseconds.
     pub timeout_ms: u64,
 }
 
-fn d_webhook_queue() -> usize {
-    10_000
+impl Default for WebhookConfig {
+    fn default() -> WebhookConfig {
+        WebhookConfig {
+            url: String::new(),
+            queue: 10_000,
+            attempts: 4,
+            timeout_ms: 2000,
+        }
+    }
 }
-fn d_webhook_attempts() -> u32 {
-    4
+
+/// The line (1-based) of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
-fn d_webhook_timeout() -> u64 {
-    2000
+
+/// The key path of a deserialisation error (serde_path_to_error's, `.` for the document itself).
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    match path.to_string() {
+        p if p == "." => "(document)".into(),
+        p => p,
+    }
 }
 
 impl Config {
@@ -234,6 +210,7 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
+            line: None,
             key: "(file)".into(),
             msg: format!("cannot read: {e}"),
         })?;
@@ -242,18 +219,20 @@ impl Config {
 
     /// Parses and validates TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "(syntax)".into());
+        let syntax = |e: toml::de::Error| ConfigError {
+            file: file.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)),
+            key: "(syntax)".into(),
+            msg: e.message().to_owned(),
+        };
+        let de = toml::Deserializer::parse(text).map_err(syntax)?;
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let inner = e.inner();
             ConfigError {
                 file: file.to_owned(),
-                key,
-                msg: e.message().to_owned(),
+                line: inner.span().map(|s| line_of(text, s.start)),
+                key: key_path(e.path()),
+                msg: inner.message().to_owned(),
             }
         })?;
         cfg.validate(file)?;
@@ -262,22 +241,23 @@ impl Config {
 
     /// The development gateway: defaults, and one app with the given key.
     pub fn development(sdk_app_id: u64, key: String, admin_token: String) -> Config {
-        let mut cfg: Config = toml::from_str("").expect("the empty config parses");
-        cfg.admin_token = Some(admin_token);
-        cfg.apps.push(AppConfig {
-            sdk_app_id,
-            key,
-            policy: None,
-            groups: None,
-            max_instances: BTreeMap::new(),
-            webhook: None,
-        });
-        cfg
+        Config {
+            admin_token: Some(admin_token),
+            dev_usersig: true,
+            development: true,
+            apps: vec![AppConfig {
+                sdk_app_id,
+                key,
+                ..AppConfig::default()
+            }],
+            ..Config::default()
+        }
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |key: &str, msg: String| ConfigError {
             file: file.to_owned(),
+            line: None,
             key: key.to_owned(),
             msg,
         };
@@ -318,6 +298,9 @@ impl Config {
             }
         }
         if let Some(c) = &self.cluster {
+            if c.redis_url.is_empty() {
+                return Err(err("cluster.redis_url", "is required".into()));
+            }
             if !c.redis_url.starts_with("redis://") {
                 return Err(err(
                     "cluster.redis_url",
@@ -365,11 +348,20 @@ impl Config {
                     format!("{} is configured twice", app.sdk_app_id),
                 ));
             }
+            if app.sdk_app_id == 0 {
+                return Err(err(
+                    &at("sdk_app_id"),
+                    "is required (a positive integer)".into(),
+                ));
+            }
             if app.key.is_empty() {
-                return Err(err(&at("key"), "must not be empty".into()));
+                return Err(err(&at("key"), "is required and must not be empty".into()));
             }
             app.policy().map_err(|(k, m)| err(&at(&k), m))?;
             if let Some(w) = &app.webhook {
+                if w.url.is_empty() {
+                    return Err(err(&at("webhook.url"), "is required".into()));
+                }
                 if !w.url.starts_with("http://") {
                     return Err(err(
                         &at("webhook.url"),
@@ -518,8 +510,8 @@ url = "http://127.0.0.1:9000/im/callback"
         assert_eq!(e.key, "max_frame_bytes");
 
         let e = parse(&format!("lisen = \"127.0.0.1:1\"\n{APP}")).unwrap_err();
-        assert!(e.msg.contains("lisen"), "{e}");
-        assert!(e.to_string().starts_with("test.toml: line 1: "), "{e}");
+        assert_eq!(e.key, "lisen");
+        assert!(e.to_string().starts_with("test.toml:1: lisen: "), "{e}");
 
         let e = parse("").unwrap_err();
         assert_eq!(e.key, "app");
@@ -529,5 +521,49 @@ url = "http://127.0.0.1:9000/im/callback"
 
         let e = parse(&format!("{APP}groups = [[\"web\"],[\"web\",\"mac\"]]\n")).unwrap_err();
         assert_eq!(e.key, "app[0].groups");
+    }
+
+    #[test]
+    fn type_errors_name_the_full_key_path_and_the_line() {
+        let e = parse(&format!(
+            "{APP}\n[cluster]\nredis_url = \"redis://127.0.0.1:1\"\nlease_ms = \"soon\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "cluster.lease_ms");
+        assert_eq!(e.line, Some(7), "{e}");
+        assert!(
+            e.to_string().starts_with("test.toml:7: cluster.lease_ms: "),
+            "{e}"
+        );
+
+        let e = parse(&format!("{APP}[app.max_instances]\nweb = \"ten\"\n")).unwrap_err();
+        assert_eq!(e.key, "app[0].max_instances.web");
+        assert_eq!(e.line, Some(5));
+
+        let e = parse(&format!("{APP}{APP}[app.webhook]\nurl = 7\n")).unwrap_err();
+        assert_eq!(e.key, "app[1].webhook.url");
+
+        let e = parse(&format!("login_timeout_secs = -1\n{APP}")).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("login_timeout_secs", Some(1)));
+
+        let e = parse(&format!("[throttle]\nmax_failurs = 3\n{APP}")).unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("throttle.max_failurs", Some(2)));
+
+        let e = parse("[[app]]\nkey = \"k\"\n").unwrap_err();
+        assert_eq!(e.key, "app[0].sdk_app_id");
+        let e = parse("listen = \n").unwrap_err();
+        assert_eq!((e.key.as_str(), e.line), ("(syntax)", Some(1)));
+    }
+
+    #[test]
+    fn the_development_config_has_every_default() {
+        let d = Config::development(7, "k".into(), "t".into());
+        let parsed = parse("[[app]]\nsdk_app_id = 7\nkey = \"k\"\n").unwrap();
+        assert_eq!(
+            format!("{:?}", d.throttle),
+            format!("{:?}", parsed.throttle)
+        );
+        assert_eq!(d.login_timeout_secs, parsed.login_timeout_secs);
+        assert!(d.development && d.dev_usersig && !parsed.development);
     }
 }

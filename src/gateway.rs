@@ -49,6 +49,8 @@ pub struct Gateway {
     draining: AtomicBool,
     /// Every open socket's outbox, for the shutdown broadcast.
     conns: DashMap<u64, Arc<Outbox>>,
+    /// The WebSocket listener, once bound (for the console's prefill).
+    ws_endpoint: std::sync::OnceLock<crate::console::WsEndpoint>,
 }
 
 /// A verified login or refresh: the decoded ticket.
@@ -89,7 +91,18 @@ impl Gateway {
             next_conn: AtomicU64::new(1),
             draining: AtomicBool::new(false),
             conns: DashMap::new(),
+            ws_endpoint: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records where the WebSocket listener is bound.
+    pub fn set_ws_endpoint(&self, e: crate::console::WsEndpoint) {
+        let _ = self.ws_endpoint.set(e);
+    }
+
+    /// The WebSocket listener, once bound.
+    pub fn ws_endpoint(&self) -> Option<crate::console::WsEndpoint> {
+        self.ws_endpoint.get().copied()
     }
 
     /// A new socket's outbox, registered for the shutdown broadcast.

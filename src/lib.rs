@@ -3,7 +3,7 @@
 //! The map of the crate, in dependency order (each module uses only those above it):
 //!
 //! - [`clock`]: wall-clock time in protocol units.
-//! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification.
+//! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification (the `imgate-usersig` crate).
 //! - [`policy`]: the multi-device policy and the pure eviction decision.
 //! - [`config`]: the configuration file, its defaults and validation.
 //! - [`outbox`]: the bounded mailbox through which shared state talks to one socket.
@@ -15,12 +15,14 @@
 //! - [`gateway`]: the state all sockets share, and the operations on it.
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
-//! - [`admin`]: the admin HTTP API.
+//! - [`admin`]: the admin HTTP API; [`console`]: the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
-//! - [`load`]: `imgate load`, the load generator: a client of the gateway (only `cli` refers to it).
 //!
-//! The wire format lives in the `imgate-proto` crate.
+//! The wire format lives in the `imgate-proto` crate, the load generator (`imgate load`) in
+//! `imgate-load`.
+
+pub use imgate_usersig as usersig;
 
 pub mod admin;
 pub mod cli;
@@ -28,9 +30,9 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod expiry;
 pub mod gateway;
-pub mod load;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
@@ -38,7 +40,6 @@ pub mod presence;
 pub mod server;
 pub mod session;
 pub mod throttle;
-pub mod usersig;
 pub mod webhook;
 
 use std::io::Write;
@@ -67,7 +68,7 @@ pub fn init_tracing() {
 }
 
 /// The sdk_app_id of the development gateway.
-pub const DEV_SDK_APP_ID: u64 = 1_400_000_000;
+pub const DEV_SDK_APP_ID: u64 = imgate_load::DEV_SDK_APP_ID;
 
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
@@ -98,6 +99,9 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(admin) = args.admin_listen {
+        config.admin_listen = admin;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -114,6 +118,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         }
         let _ = writeln!(out, "listening on ws://{ws}/ws");
         let _ = writeln!(out, "admin listening on http://{admin}");
+        let _ = writeln!(out, "console: http://{admin}/console");
         let _ = out.flush();
         drop(out);
         server.run(shutdown).await;

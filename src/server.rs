@@ -66,6 +66,10 @@ impl Server {
             .collect();
         let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
         let gateway = Arc::new(Gateway::new(config, metrics, webhooks, cluster));
+        gateway.set_ws_endpoint(crate::console::WsEndpoint {
+            addr: ws.local_addr().map_err(crate::ServeError::Bind)?,
+            tls: false,
+        });
         Ok(Server {
             gateway,
             ws,

@@ -75,9 +75,27 @@ impl Gateway {
         let dir = tempdir::Dir::new();
         let path = dir.0.join("imgate.toml");
         std::fs::write(&path, config_text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
-            .args(["serve", "--config"])
-            .arg(&path)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgate"));
+        cmd.args(["serve", "--config"]).arg(&path);
+        Gateway::spawn(cmd, dir).0
+    }
+
+    /// Boots the development gateway (no config file) on free ports; returns it with the lines it
+    /// printed before its listeners.
+    pub fn start_dev() -> (Gateway, Vec<String>) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgate"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]);
+        Gateway::spawn(cmd, tempdir::Dir::new())
+    }
+
+    fn spawn(mut cmd: Command, dir: tempdir::Dir) -> (Gateway, Vec<String>) {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("IMGATE_TEST_LOG").is_some() {
                 Stdio::inherit()
@@ -97,10 +115,12 @@ impl Gateway {
             }
         });
         let (mut ws_url, mut admin_url) = (None, None);
+        let mut printed = Vec::new();
         while ws_url.is_none() || admin_url.is_none() {
             let line = rx
                 .recv_timeout(WAIT)
                 .expect("the gateway prints its announce lines");
+            printed.push(line.clone());
             if let Some(i) = line.find("listening on ws://") {
                 if !line.contains("admin") {
                     ws_url = Some(line[i + "listening on ".len()..].trim().to_owned());
@@ -110,12 +130,13 @@ impl Gateway {
                 admin_url = Some(line[i + "admin listening on ".len()..].trim().to_owned());
             }
         }
-        Gateway {
+        let gw = Gateway {
             child,
             ws_url: ws_url.unwrap(),
             admin_url: admin_url.unwrap(),
             _dir: dir,
-        }
+        };
+        (gw, printed)
     }
 
     pub fn pid(&self) -> u32 {

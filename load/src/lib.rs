@@ -14,10 +14,10 @@
 //!
 //! What it does not own: any gateway state. It is a client like any other.
 
-use crate::usersig::{self, SigKey};
 use clap::{Args, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use imgate_proto::{decode_server, encode_client, ClientMsg, Encoding, ServerMsg};
+use imgate_usersig::{self as usersig, SigKey};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +30,15 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// The sdk_app_id of the development gateway (`imgate serve` without a config file).
+pub const DEV_SDK_APP_ID: u64 = 1_400_000_000;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Source addresses the client sockets are spread over (loopback targets only).
 const SOURCES: u8 = 8;
@@ -55,7 +64,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// The app whose key signs the UserSigs
-    #[arg(long, default_value_t = crate::DEV_SDK_APP_ID)]
+    #[arg(long, default_value_t = DEV_SDK_APP_ID)]
     pub sdk_app_id: u64,
     /// The app's secret key (not needed with --baseline)
     #[arg(long, default_value = "")]
@@ -465,7 +474,7 @@ fn user_name(args: &LoadArgs, prefix: &str, i: usize) -> String {
 async fn run_login(args: &LoadArgs, target: Arc<Target>) -> Report {
     let n = args.sessions;
     let key = SigKey::new(&args.key);
-    let now = crate::clock::now_secs();
+    let now = now_secs();
     // Minted up front so that the connect phase measures the server, not the generator's zlib.
     let frames: Arc<Vec<String>> = Arc::new(
         (0..n)
@@ -712,7 +721,7 @@ async fn hold(
 async fn run_kick(args: &LoadArgs, target: Arc<Target>, newcomer: Arc<Target>) -> Report {
     let m = args.kick_users;
     let key = SigKey::new(&args.key);
-    let now = crate::clock::now_secs();
+    let now = now_secs();
     let frames: Arc<Vec<(String, String)>> = Arc::new(
         (0..m)
             .map(|i| {
