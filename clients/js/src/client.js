@@ -74,6 +74,14 @@ export function isValidInstanceId(v) {
   return typeof v === "string" && INSTANCE_ID_RE.test(v);
 }
 
+/**
+ * How long before expiry the refresh runs, for a ticket with `lifeMs` left (rule 6):
+ * min(max(90 s, L/10), L/2). Exported for the tests only (not from index.js).
+ */
+export function refreshLeadMs(lifeMs) {
+  return Math.min(Math.max(90_000, lifeMs / 10), lifeMs / 2);
+}
+
 const monotonic = () => globalThis.performance.now();
 const noop = () => {};
 
@@ -893,8 +901,7 @@ export class ImgateClient {
     if (!this.#o.getUserSig || this.#session !== s) return;
     const expireMs = s.expireAt * 1000;
     const lifeMs = expireMs - this.#serverNow();
-    const leadMs = Math.min(Math.max(90_000, lifeMs / 10), lifeMs / 2);
-    this.#refreshAt = expireMs - leadMs;
+    this.#refreshAt = expireMs - refreshLeadMs(lifeMs);
     this.#armRefresh(s);
   }
 
