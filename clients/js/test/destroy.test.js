@@ -71,7 +71,7 @@ describe("destroy()", () => {
     const lines = [];
     createInterface({ input: child.stdout }).on("line", (l) => lines.push(l));
     try {
-      await waitFor(() => lines.includes("ready"), { timeout: 5000, what: "the child's logins" });
+      await waitFor(() => lines.includes("ready"), { timeout: 10000, what: "the child's logins" });
       proxy.refuse(true);
       proxy.cutAll();
       child.stdin.write("cut-done\n");
@@ -80,10 +80,10 @@ describe("destroy()", () => {
       child.stdin.write("destroy\n");
       await waitFor(() => lines.some((l) => l.startsWith("destroyed")), { what: "destroy" });
       const t0 = performance.now();
-      const race = await Promise.race([exited, sleep(3000).then(() => null)]);
+      const race = await Promise.race([exited, sleep(4000).then(() => null)]);
       assert.ok(race, "the child is still alive 3 s after destroy(): something keeps it");
       assert.equal(race.code, 0);
-      assert.ok(race.at - t0 < 1500, `exited ${race.at - t0} ms after destroy`);
+      assert.ok(race.at - t0 < 2500, `exited ${race.at - t0} ms after destroy`);
       assert.equal(lines.find((l) => l.startsWith("destroyed")), `destroyed [${ErrorCode.DESTROYED},${ErrorCode.DESTROYED}]`);
     } finally {
       child.kill("SIGKILL");
