@@ -230,6 +230,7 @@ async function runOnce(mode) {
     relogin_p99_ms: Math.round(percentile(relogin, 99)),
     back: relogin.length,
     attempts: stormAttempts.length,
+    attempts_before_listening: stormAttempts.filter((t) => t < listeningAt).length,
     attempts_per_client: +(stormAttempts.length / N).toFixed(2),
     peak_attempts_per_bucket: Math.max(...hist),
     gateway_peak_cpu_pct: Math.max(...cpu),
@@ -250,7 +251,7 @@ function printRun(r) {
   );
   log(
     `[${r.mode}] all ${r.back}/${r.clients} back in ${r.all_back_ms} ms (p50 ${r.relogin_p50_ms}, p99 ${r.relogin_p99_ms}); ` +
-      `${r.attempts} attempts (${r.attempts_per_client}/client, peak ${r.peak_attempts_per_bucket}/${r.bucket_ms} ms); ` +
+      `${r.attempts} attempts (${r.attempts_before_listening} before the new gateway listened; ${r.attempts_per_client}/client, peak ${r.peak_attempts_per_bucket}/${r.bucket_ms} ms); ` +
       `gateway CPU peak ${r.gateway_peak_cpu_pct}% of a core, ${r.gateway_cpu_s} s total; client CPU ${r.client_cpu_s} s; errors ${r.errors}`,
   );
   log(`  t(ms)   attempts  logins  gw-cpu%`);
