@@ -86,7 +86,13 @@ export async function startGateway({ settings = {}, app = {} } = {}) {
   const configPath = join(dir, "imgate.toml");
   const baseSettings = { shutdown_grace_secs: 2, ...settings };
   writeFileSync(configPath, configText({ listen: "127.0.0.1:0", adminListen: "127.0.0.1:0", settings: baseSettings, app: appConf }));
-  let proc = await spawnGateway(configPath);
+  let proc;
+  try {
+    proc = await spawnGateway(configPath);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   const gw = {
     key,
     sdkAppId: appConf.sdk_app_id,
