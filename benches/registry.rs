@@ -1,4 +1,4 @@
-//! Presence registry benches (`src/presence.rs`), with the `dual` policy, on a registry already
+//! Presence registry benches (`src/presence/registry.rs`), with the `dual` policy, on a registry already
 //! holding 100,000 logged-in users (so the map is out of cache, as in a busy gateway).
 //!
 //! `registry/login_no_kick`: a login of a user with no other instance (the common case).
@@ -11,7 +11,7 @@
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use imgate::outbox::Outbox;
 use imgate::policy::Policy;
-use imgate::presence::{Login, Registry};
+use imgate::presence::registry::{Login, Registry, Takeover};
 use imgate_proto::Platform;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -19,34 +19,38 @@ use std::time::{Duration, Instant};
 
 const APP: u64 = 1_400_000_000;
 const POPULATION: usize = 100_000;
+const IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-fn login<'a>(user: &'a str, outbox: &'a Arc<Outbox>) -> Login<'a> {
+fn login<'a>(user: &'a str, conn: &'a Arc<Outbox>) -> Login<'a> {
     Login {
         app: APP,
         user,
-        outbox,
+        conn,
         platform: Platform::Web,
         instance_id: None,
         expire_at: 1_700_086_400,
-        login_at_ms: 1_700_000_000_000,
-        replaces: None,
+        tls_time: 1_700_000_000,
+        now_us: 1_700_000_000_000_000,
+        takeover: Takeover::None,
     }
 }
 
 /// A registry holding `POPULATION` users `p0..`, one web instance each.
 fn populated(policy: &Policy, outboxes: &[Arc<Outbox>]) -> (Registry, Vec<String>) {
-    let r = Registry::new([APP]);
+    let r = Registry::new();
     let users: Vec<String> = (0..POPULATION).map(|i| format!("p{i}")).collect();
     for (i, u) in users.iter().enumerate() {
         r.login(policy, login(u, &outboxes[i % outboxes.len()]))
-            .expect("app configured");
+            .expect("admitted");
     }
     (r, users)
 }
 
 fn registry_benches(c: &mut Criterion) {
     let policy = Policy::preset("dual").expect("preset");
-    let outboxes: Vec<Arc<Outbox>> = (0..1024).map(|i| Arc::new(Outbox::new(i, 256))).collect();
+    let outboxes: Vec<Arc<Outbox>> = (0..1024)
+        .map(|i| Arc::new(Outbox::new(i, IP, 256)))
+        .collect();
     let (registry, users) = populated(&policy, &outboxes);
     let mut g = c.benchmark_group("registry");
 
@@ -60,13 +64,13 @@ fn registry_benches(c: &mut Criterion) {
             for (i, u) in names.iter().enumerate() {
                 let out = registry
                     .login(&policy, login(u, &outboxes[i % outboxes.len()]))
-                    .expect("app configured");
+                    .expect("admitted");
                 debug_assert!(out.victims.is_empty());
                 sessions.push(out.session);
             }
             let elapsed = t.elapsed();
             for (u, s) in names.iter().zip(sessions) {
-                registry.logout(APP, u, s);
+                registry.remove(APP, u, s);
             }
             elapsed
         })
@@ -78,7 +82,7 @@ fn registry_benches(c: &mut Criterion) {
             i = (i + 7919) % POPULATION;
             let out = registry
                 .login(&policy, login(&users[i], &outboxes[i % outboxes.len()]))
-                .expect("app configured");
+                .expect("admitted");
             debug_assert_eq!(out.victims.len(), 1);
             black_box(out)
         })
@@ -92,12 +96,12 @@ fn registry_benches(c: &mut Criterion) {
                 next += 1;
                 let s = registry
                     .login(&policy, login(&u, &outboxes[next % outboxes.len()]))
-                    .expect("app configured")
+                    .expect("admitted")
                     .session;
                 (u, s)
             },
             |(u, s)| {
-                let removed = registry.logout(APP, &u, s);
+                let removed = registry.remove(APP, &u, s).is_some();
                 debug_assert!(removed);
                 (u, removed)
             },

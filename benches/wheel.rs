@@ -52,7 +52,7 @@ fn loaded(outbox: &Arc<Outbox>, rng: &mut Rng) -> (Wheel<Target>, Vec<WheelKey>)
 fn wheel_benches(c: &mut Criterion) {
     let size = Wheel::<Target>::entry_size();
     println!("wheel: {size} bytes per entry (Wheel::<Target>::entry_size()); at 1M live entries the slab holds 1M x {size} B (+ Vec growth slack) + 4096 x 4 B of slot heads");
-    let outbox = Arc::new(Outbox::new(1, 256));
+    let outbox = Arc::new(Outbox::new(1, std::net::Ipv4Addr::LOCALHOST.into(), 256));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let (mut w, mut keys) = loaded(&outbox, &mut rng);
     // Visit the keys in a random order so each cancel hits a cold entry.

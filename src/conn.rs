@@ -12,9 +12,8 @@
 //! reads the close frame rather than a reset.
 
 use crate::gateway::Gateway;
-use crate::metrics::CloseLabel;
 use crate::outbox::{Event, Outbox};
-use crate::session::{Action, Ctx, Ended, Session};
+use crate::session::{Action, Ctx, Ended, Session, Step};
 use futures_util::{SinkExt, StreamExt};
 use imgate_proto::{close, decode_client, encode_server, Encoding, ServerMsg};
 use std::collections::VecDeque;
@@ -66,11 +65,10 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
         .max_frame_size(Some(cfg.max_frame_bytes));
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config)).await;
-    let outbox = gw.open_conn();
+    let outbox = gw.open_conn(peer.ip());
     let mut conn = Conn {
         gw: &gw,
         outbox: &outbox,
-        peer,
         session: Session::new(),
         pending: VecDeque::new(),
         pending_bytes: 0,
@@ -179,7 +177,6 @@ enum End {
 struct Conn<'a> {
     gw: &'a Arc<Gateway>,
     outbox: &'a Arc<Outbox>,
-    peer: SocketAddr,
     session: Session,
     /// Frames waiting for the socket to accept them (bounded: overflow closes 4003).
     pending: VecDeque<Message>,
@@ -193,7 +190,6 @@ impl<'a> Conn<'a> {
         Ctx {
             gw: self.gw,
             outbox: self.outbox,
-            ip: self.peer.ip(),
         }
     }
 
@@ -228,11 +224,15 @@ impl<'a> Conn<'a> {
             };
             match action {
                 Action::None => {}
-                Action::Push(msg, enc, logged_out) => {
+                Action::Push {
+                    msg,
+                    encoding,
+                    logged_out,
+                } => {
                     if logged_out {
                         self.login_deadline = Some(Instant::now() + login_timeout);
                     }
-                    if !self.queue(&msg, enc) {
+                    if !self.queue(&msg, encoding) {
                         end = Some(End::Close(close::SLOW_CONSUMER, "slow consumer".into()));
                         break;
                     }
@@ -355,7 +355,7 @@ impl<'a> Conn<'a> {
                             End::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8".into())
                         }
                         WsError::Protocol(p) => {
-                            tracing::debug!(peer = %self.peer, "protocol error: {p}");
+                            tracing::debug!(client = %self.outbox.ip(), "protocol error: {p}");
                             End::Close(1002, "protocol error".into())
                         }
                         _ => End::Gone,
@@ -399,13 +399,11 @@ impl<'a> Conn<'a> {
                     }
                     let reply = {
                         let ctx = self.ctx();
-                        let gw: &'a Gateway = self.gw;
-                        match &gw.cluster {
-                            Some(c) if needs_presence_store(&msg) => {
-                                // Boxed: idle sockets should not carry this future's state.
-                                Box::pin(self.session.handle_cluster(ctx, c, msg, enc)).await
-                            }
-                            _ => self.session.handle(ctx, msg, enc),
+                        // A request that asks the presence store is one boxed future, so idle
+                        // sockets do not carry its state.
+                        match self.session.handle(ctx, msg, enc) {
+                            Step::Done(reply) => reply,
+                            Step::Wait(answer) => answer.await,
                         }
                     };
                     if reply.logged_out {
@@ -444,11 +442,7 @@ impl<'a> Conn<'a> {
             return;
         }
         if let End::Close(code, reason) = end {
-            self.gw
-                .metrics
-                .closes
-                .get_or_create(&CloseLabel { code })
-                .inc();
+            self.gw.metrics.count_close(code);
             let keep_pushes = matches!(code, close::KICKED | close::ADMIN_KICKED);
             Box::pin(close_socket(
                 ws,
@@ -460,15 +454,6 @@ impl<'a> Conn<'a> {
             .await;
         }
     }
-}
-
-/// Requests that go to Redis in cluster mode.
-fn needs_presence_store(msg: &imgate_proto::ClientMsg) -> bool {
-    use imgate_proto::ClientMsg;
-    matches!(
-        msg,
-        ClientMsg::Login { .. } | ClientMsg::RefreshSig { .. } | ClientMsg::Send { .. }
-    )
 }
 
 fn close_reason(code: u16) -> &'static str {

@@ -1,217 +1,154 @@
-//! The shared state of one gateway process, and the operations on it that more than one socket (or
-//! the admin API) performs: verifying a UserSig with throttle and revocation, telling evicted sockets,
-//! delivering a message to a user's sockets, emitting state changes.
+//! The shared state of one gateway process: what every socket and the admin API use.
+//!
+//! It holds the configuration, the app table, the presence store chosen at start-up (behind
+//! [`Presence`]), the expiry wheel, the failed-verification throttle, metrics, webhooks and the
+//! connection table. Its own operations are the ones that combine several of them: verifying a
+//! UserSig with the throttle, scheduling expiries, opening and closing sockets.
 //!
 //! What it does not own: any socket. Sockets own their [`Session`](crate::session::Session); this
-//! holds [`Outbox`] handles only, through the registry and the wheel.
+//! holds [`Outbox`] handles only, through the connection table, the store and the wheel.
 
+use crate::apps::{App, Apps};
 use crate::clock;
-use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::conns::Conns;
 use crate::expiry::{SharedWheel, Wheel, WheelKey};
-use crate::metrics::{CodeLabel, Metrics, PlatformLabel, ReasonLabel};
-use crate::outbox::{Delivery, Event, Outbox};
-use crate::policy::Policy;
-use crate::presence::{Registry, Victim};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::presence::Presence;
 use crate::throttle::Throttle;
-use crate::usersig::{self, Decoded, SigError, SigKey};
-use crate::webhook::{Change, StateChange, Webhooks};
-use dashmap::DashMap;
-use imgate_proto::{Code, KickReason, Platform};
+use crate::usersig::{self, Decoded};
+use crate::webhook::Webhooks;
+use imgate_proto::Code;
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 
-/// One configured app.
-#[derive(Debug)]
-pub struct App {
-    pub key: SigKey,
-    pub policy: Policy,
-    /// user → revocation second: UserSigs with `TLS.time` <= it answer 70052.
-    revoked: DashMap<Box<str>, u64>,
+/// Where the page connects: the WebSocket listener's address and scheme.
+#[derive(Debug, Clone, Copy)]
+pub struct WsEndpoint {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl WsEndpoint {
+    /// The URL a browser that reached the admin listener as `host` uses: the listener's own address,
+    /// or, when it listens on every interface, the host name the browser used with the WS port.
+    pub fn url_for(&self, host: Option<&str>) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        let ip = self.addr.ip();
+        let hostname = match host.map(host_without_port) {
+            Some(h) if ip.is_unspecified() && !h.is_empty() => h.to_owned(),
+            _ if ip.is_ipv6() => format!("[{ip}]"),
+            _ => ip.to_string(),
+        };
+        format!("{scheme}://{hostname}:{}/ws", self.addr.port())
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 2]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 /// Everything the sockets and the admin API share.
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
-    pub apps: HashMap<u64, App>,
-    pub registry: Registry,
+    pub apps: Arc<Apps>,
+    pub presence: Arc<dyn Presence>,
     pub wheel: Arc<SharedWheel>,
     pub throttle: Throttle,
     pub metrics: Arc<Metrics>,
-    pub webhooks: Webhooks,
-    /// Cluster mode: presence shared through Redis (contract §12).
-    pub cluster: Option<Arc<Cluster>>,
-    next_conn: AtomicU64,
-    draining: AtomicBool,
-    /// Every open socket's outbox, for the shutdown broadcast.
-    conns: DashMap<u64, Arc<Outbox>>,
+    pub webhooks: Arc<Webhooks>,
+    pub conns: Arc<Conns>,
     /// The WebSocket listener, once bound (for the console's prefill).
-    ws_endpoint: std::sync::OnceLock<crate::console::WsEndpoint>,
+    ws_endpoint: OnceLock<WsEndpoint>,
 }
 
-/// A verified login or refresh: the decoded ticket.
-pub type Verified = Decoded;
+/// The parts a gateway is assembled from (the store is built from the same parts first).
+#[derive(Debug)]
+pub struct Parts {
+    pub config: Config,
+    pub apps: Arc<Apps>,
+    pub presence: Arc<dyn Presence>,
+    pub metrics: Arc<Metrics>,
+    pub webhooks: Arc<Webhooks>,
+    pub conns: Arc<Conns>,
+}
 
 impl Gateway {
-    /// Builds the shared state from a validated config.
-    pub fn new(
-        config: Config,
-        metrics: Arc<Metrics>,
-        webhooks: Webhooks,
-        cluster: Option<Arc<Cluster>>,
-    ) -> Gateway {
-        let apps: HashMap<u64, App> = config
-            .apps
-            .iter()
-            .map(|a| {
-                let policy = a.policy().expect("the config was validated");
-                (
-                    a.sdk_app_id,
-                    App {
-                        key: SigKey::new(&a.key),
-                        policy,
-                        revoked: DashMap::new(),
-                    },
-                )
-            })
-            .collect();
+    pub fn new(p: Parts) -> Gateway {
         Gateway {
-            registry: Registry::new(apps.keys().copied()),
             wheel: Arc::new(Mutex::new(Wheel::new(clock::now_secs()))),
-            throttle: Throttle::new(&config.throttle),
-            apps,
-            config,
-            metrics,
-            webhooks,
-            cluster,
-            next_conn: AtomicU64::new(1),
-            draining: AtomicBool::new(false),
-            conns: DashMap::new(),
-            ws_endpoint: std::sync::OnceLock::new(),
+            throttle: Throttle::new(&p.config.throttle),
+            config: p.config,
+            apps: p.apps,
+            presence: p.presence,
+            metrics: p.metrics,
+            webhooks: p.webhooks,
+            conns: p.conns,
+            ws_endpoint: OnceLock::new(),
         }
     }
 
     /// Records where the WebSocket listener is bound.
-    pub fn set_ws_endpoint(&self, e: crate::console::WsEndpoint) {
+    pub fn set_ws_endpoint(&self, e: WsEndpoint) {
         let _ = self.ws_endpoint.set(e);
     }
 
     /// The WebSocket listener, once bound.
-    pub fn ws_endpoint(&self) -> Option<crate::console::WsEndpoint> {
+    pub fn ws_endpoint(&self) -> Option<WsEndpoint> {
         self.ws_endpoint.get().copied()
     }
 
-    /// A new socket's outbox, registered for the shutdown broadcast.
-    pub fn open_conn(&self) -> Arc<Outbox> {
-        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(id, self.config.outbound_queue));
-        self.conns.insert(id, Arc::clone(&outbox));
-        self.metrics.connections.inc();
-        if self.is_draining() {
-            outbox.push(Event::Shutdown);
-        }
-        outbox
+    /// A new socket's outbox, registered in the connection table.
+    pub fn open_conn(&self, ip: IpAddr) -> Arc<Outbox> {
+        self.conns.open(ip, self.config.outbound_queue)
     }
 
     /// The socket is gone.
     pub fn close_conn(&self, outbox: &Outbox) {
-        outbox.close();
-        self.conns.remove(&outbox.id());
-        self.metrics.connections.dec();
-    }
-
-    /// Open sockets.
-    pub fn conn_count(&self) -> usize {
-        self.conns.len()
+        self.conns.close(outbox);
     }
 
     /// Starts the drain: readyz turns 503 and every socket is told to close with 1001.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-        for c in self.conns.iter() {
-            c.value().push(Event::Shutdown);
-        }
+        self.conns.drain();
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.conns.is_draining()
     }
 
-    /// Verifies a UserSig for a login or refresh in the order of contract §2, counting failures in
-    /// the throttle. `Err` carries the code and a description for the response.
+    /// Verifies a UserSig for a login or refresh in the order of contract §2, but for the
+    /// revocation (70052), which the presence store checks atomically with the login. Failures
+    /// count in the throttle. `Err` carries the code and a description for the response.
+    /// `found` is the app's snapshot, `None` when `app` is not configured (70020).
     pub fn verify(
         &self,
         app: u64,
+        found: Option<&App>,
         user: &str,
         user_sig: &str,
         ip: IpAddr,
         now_ms: u64,
-    ) -> Result<Verified, (Code, String)> {
+    ) -> Result<Decoded, (Code, String)> {
         if self.throttle.is_blocked(app, user, ip, now_ms) {
             return Err((Code::Throttled, Code::Throttled.desc().to_owned()));
         }
-        let found = self.apps.get(&app);
         let result = usersig::verify(user_sig, found.map(|a| &a.key), app, user, now_ms)
-            .map_err(|e: SigError| (e.code(), e.to_string()))
-            .and_then(|d| {
-                let revoked = found
-                    .and_then(|a| a.revoked.get(user).map(|r| *r))
-                    .is_some_and(|r| d.time <= r);
-                if revoked {
-                    Err((Code::SigRevoked, Code::SigRevoked.desc().to_owned()))
-                } else {
-                    Ok(d)
-                }
-            });
+            .map_err(|e| (e.code(), e.to_string()));
         if result.is_err() {
             self.throttle.record_failure(app, user, ip, now_ms);
         }
         result
-    }
-
-    /// Invalidates every UserSig of the user with `TLS.time` <= `second` (admin kick).
-    pub fn revoke(&self, app: u64, user: &str, second: u64) {
-        if let Some(a) = self.apps.get(&app) {
-            a.revoked
-                .entry(user.into())
-                .and_modify(|r| *r = (*r).max(second))
-                .or_insert(second);
-        }
-    }
-
-    /// Tells each victim it was kicked (after the registry lock is released) and counts the kicks.
-    pub fn notify_kicked(&self, app: u64, victims: &[Victim], by_platform: Option<Platform>) {
-        for v in victims {
-            self.sessions_gauge(app, v.instance.platform, -1);
-            self.count_kick(app, v.reason);
-            v.instance.outbox.push(Event::Kick {
-                session: v.instance.session,
-                reason: v.reason,
-                by_platform,
-            });
-        }
-    }
-
-    /// Delivers a message to every logged-in socket of `to`, except the socket `skip`; returns how
-    /// many accepted it.
-    pub fn deliver(&self, app: u64, to: &str, skip: Option<u64>, delivery: Delivery) -> u32 {
-        let delivery = Arc::new(delivery);
-        let mut delivered = 0;
-        self.registry.for_each(app, to, |i| {
-            if Some(i.outbox.id()) != skip
-                && i.outbox.push(Event::Message {
-                    session: i.session,
-                    delivery: Arc::clone(&delivery),
-                })
-            {
-                delivered += 1;
-            }
-        });
-        delivered
     }
 
     /// Schedules an expiry push for a session.
@@ -225,78 +162,5 @@ impl Gateway {
         // Drop the outbox clone after the lock is released.
         let removed = self.wheel.lock().cancel(key);
         drop(removed);
-    }
-
-    /// Counts a kick.
-    pub fn count_kick(&self, app: u64, reason: KickReason) {
-        self.metrics
-            .kicks
-            .get_or_create(&ReasonLabel {
-                sdk_app_id: app,
-                reason: reason.as_str(),
-            })
-            .inc();
-    }
-
-    /// Ends a session in presence (logout, account switch, expiry, close): true when it was still
-    /// registered, false when a kick had already removed it.
-    pub fn presence_logout(&self, app: u64, user: &str, session: u64, platform: Platform) -> bool {
-        if let Some(c) = &self.cluster {
-            return c.unregister(self, session);
-        }
-        let removed = self.registry.logout(app, user, session);
-        if removed {
-            self.sessions_gauge(app, platform, -1);
-        }
-        removed
-    }
-
-    /// Moves the logged-in sessions gauge of a platform.
-    pub fn sessions_gauge(&self, app: u64, platform: Platform, delta: i64) {
-        self.metrics
-            .sessions
-            .get_or_create(&PlatformLabel {
-                sdk_app_id: app,
-                platform: platform.as_str(),
-            })
-            .inc_by(delta);
-    }
-
-    /// Counts a login result.
-    pub fn count_login(&self, app: u64, code: Code) {
-        self.metrics
-            .logins
-            .get_or_create(&CodeLabel {
-                sdk_app_id: app,
-                code: code.as_u32(),
-            })
-            .inc();
-    }
-
-    /// Queues a state-change webhook.
-    pub fn state_change(
-        &self,
-        app: u64,
-        user: &str,
-        platform: Platform,
-        ip: IpAddr,
-        change: Change,
-        kicked: Vec<Platform>,
-    ) {
-        if !self.webhooks.enabled(app) {
-            return;
-        }
-        self.webhooks.emit(
-            &self.metrics,
-            StateChange {
-                app,
-                user: user.to_owned(),
-                platform,
-                client_ip: ip,
-                change,
-                kicked,
-                event_time_ms: clock::now_ms(),
-            },
-        );
     }
 }

@@ -6,16 +6,19 @@
 //! - [`usersig`]: TLSSigAPIv2 UserSig generation and verification (the `imgate-usersig` crate).
 //! - [`policy`]: the multi-device policy and the pure eviction decision.
 //! - [`config`]: the configuration file, its defaults and validation.
-//! - [`outbox`]: the bounded mailbox through which shared state talks to one socket.
-//! - [`presence`]: the sharded registry (app, user) → instances; login returns whom to kick.
+//! - [`apps`]: the configured apps (keys, policies) as one swappable snapshot.
+//! - [`outbox`]: the bounded mailbox through which shared state talks to one socket; [`conns`]:
+//!   every open socket by connection id.
+//! - [`presence`]: where logged-in sessions live, one [`presence::Presence`] interface with two
+//!   stores: [`presence::embedded`] (the sharded in-process registry) and [`presence::redis`]
+//!   (shared by several nodes through Redis: scripts, pub/sub, leases, reconciliation).
 //! - [`expiry`]: the one-second timer wheel for UserSig expiry, and its driver task.
 //! - [`throttle`]: the failed-verification throttle (70050).
 //! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
-//! - [`cluster`]: cluster mode, presence shared through Redis (Lua scripts, pub/sub, leases).
-//! - [`gateway`]: the state all sockets share, and the operations on it.
+//! - [`gateway`]: the state all sockets share (the store chosen once, at start-up).
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
-//! - [`admin`]: the admin HTTP API; [`console`]: the browser console served beside it.
+//! - [`admin`]: the admin HTTP API, and the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
 //!
@@ -25,12 +28,12 @@
 pub use imgate_usersig as usersig;
 
 pub mod admin;
+pub mod apps;
 pub mod cli;
 pub mod clock;
-pub mod cluster;
 pub mod config;
 pub mod conn;
-pub mod console;
+pub mod conns;
 pub mod expiry;
 pub mod gateway;
 pub mod metrics;
@@ -52,7 +55,7 @@ pub enum ServeError {
     #[error("cannot bind: {0}")]
     Bind(std::io::Error),
     #[error("cannot join the cluster: {0}")]
-    Cluster(cluster::ClusterError),
+    Cluster(presence::redis::ClusterError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }

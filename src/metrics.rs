@@ -8,6 +8,7 @@
 //! DAU counts distinct users with a successful login since 00:00 UTC; users are kept as 64-bit keyed
 //! hashes, one set per app, cleared when the UTC day changes.
 
+use imgate_proto::{Code, KickReason, Platform};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -170,6 +171,57 @@ impl Metrics {
             dau,
             hasher: RandomState::new(),
         }
+    }
+
+    /// Counts a login result.
+    pub fn count_login(&self, app: u64, code: Code) {
+        self.logins
+            .get_or_create(&CodeLabel {
+                sdk_app_id: app,
+                code: code.as_u32(),
+            })
+            .inc();
+    }
+
+    /// Counts a kick.
+    pub fn count_kick(&self, app: u64, reason: KickReason) {
+        self.kicks
+            .get_or_create(&ReasonLabel {
+                sdk_app_id: app,
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// A session joined this node's presence.
+    pub fn session_started(&self, app: u64, platform: Platform) {
+        self.sessions_by(app, platform).inc();
+    }
+
+    /// A session left this node's presence.
+    pub fn session_ended(&self, app: u64, platform: Platform) {
+        self.sessions_by(app, platform).dec();
+    }
+
+    fn sessions_by(&self, app: u64, platform: Platform) -> Gauge {
+        self.sessions
+            .get_or_create(&PlatformLabel {
+                sdk_app_id: app,
+                platform: platform.as_str(),
+            })
+            .clone()
+    }
+
+    /// Counts a session ended by its UserSig's expiry.
+    pub fn count_expiry(&self, app: u64) {
+        self.expiries
+            .get_or_create(&AppLabel { sdk_app_id: app })
+            .inc();
+    }
+
+    /// Counts a close the gateway sent.
+    pub fn count_close(&self, code: u16) {
+        self.closes.get_or_create(&CloseLabel { code }).inc();
     }
 
     /// Records a successful login for DAU.

@@ -12,6 +12,7 @@
 use imgate_proto::{KickReason, Platform};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -52,9 +53,13 @@ struct Inner {
     waker: Option<Waker>,
 }
 
-/// One socket's mailbox.
+/// A connection's id, unique among the process's open sockets (see [`crate::conns`]).
+pub type ConnId = u32;
+
+/// One socket's mailbox, with what shared state may know of the socket: its id and client address.
 pub struct Outbox {
-    id: u64,
+    id: ConnId,
+    ip: IpAddr,
     limit: usize,
     inner: Mutex<Inner>,
 }
@@ -67,17 +72,23 @@ impl std::fmt::Debug for Outbox {
 
 impl Outbox {
     /// `limit`: message deliveries queued at most.
-    pub fn new(id: u64, limit: usize) -> Outbox {
+    pub fn new(id: ConnId, ip: IpAddr, limit: usize) -> Outbox {
         Outbox {
             id,
+            ip,
             limit,
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    /// The connection id (unique per process).
-    pub fn id(&self) -> u64 {
+    /// The connection id (unique among open sockets).
+    pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// The client's address (contract §14: after the PROXY header or X-Forwarded-For).
+    pub fn ip(&self) -> IpAddr {
+        self.ip
     }
 
     /// Queues an event. Returns false when the socket is gone, or when a message did not fit (the
@@ -163,6 +174,8 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn msg(session: u64) -> Event {
         Event::Message {
             session,
@@ -176,7 +189,7 @@ mod tests {
 
     #[test]
     fn messages_are_bounded_controls_are_not() {
-        let o = Outbox::new(1, 2);
+        let o = Outbox::new(1, IP, 2);
         assert!(o.push(msg(1)) && o.push(msg(1)));
         assert!(o.push(Event::Shutdown));
         assert!(!o.push(msg(1)), "third message overflows");
@@ -191,7 +204,7 @@ mod tests {
 
     #[test]
     fn take_without_a_waker_drains_too() {
-        let o = Outbox::new(1, 1);
+        let o = Outbox::new(1, IP, 1);
         let mut out = vec![];
         assert!(!o.take(&mut out));
         assert!(out.is_empty());
@@ -205,7 +218,7 @@ mod tests {
 
     #[test]
     fn take_drains_and_resets_the_count() {
-        let o = Outbox::new(1, 1);
+        let o = Outbox::new(1, IP, 1);
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = vec![];
         assert!(o.poll_take(&mut cx, &mut out).is_pending());

@@ -2,12 +2,16 @@
 //! server, the expiry driver, the webhook deliverers, and the one shutdown path with a bounded drain.
 
 use crate::admin;
-use crate::cluster::Cluster;
+use crate::apps::Apps;
 use crate::config::Config;
 use crate::conn;
+use crate::conns::Conns;
 use crate::expiry;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Parts};
 use crate::metrics::Metrics;
+use crate::presence::embedded::Embedded;
+use crate::presence::redis::RedisPresence;
+use crate::presence::{Presence, StoreDeps};
 use crate::webhook::Webhooks;
 use std::future::Future;
 use std::io;
@@ -33,6 +37,22 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// The presence store of a config: Redis with a `[cluster]` table, else the embedded one. The one
+/// place that asks which store is in use.
+pub async fn store_for(
+    config: Config,
+    deps: StoreDeps,
+) -> Result<Arc<dyn Presence>, crate::ServeError> {
+    Ok(match &config.cluster {
+        None => Arc::new(Embedded::new(deps.metrics)),
+        Some(c) => Arc::new(
+            RedisPresence::connect(c, deps)
+                .await
+                .map_err(crate::ServeError::Cluster)?,
+        ),
+    })
+}
+
 /// A gateway with its listeners bound, ready to run.
 pub struct Server {
     pub gateway: Arc<Gateway>,
@@ -43,21 +63,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the gateway, joins the cluster when configured, and binds both listeners (must run
-    /// inside a tokio runtime).
+    /// Builds the gateway with its presence store and binds both listeners (must run inside a
+    /// tokio runtime).
     pub async fn bind(config: Config) -> Result<Server, crate::ServeError> {
+        Server::bind_with(config, store_for).await
+    }
+
+    /// [`Server::bind`] with the presence store built by `store` (tests wrap a store with it).
+    pub async fn bind_with<F, Fut>(config: Config, store: F) -> Result<Server, crate::ServeError>
+    where
+        F: FnOnce(Config, StoreDeps) -> Fut,
+        Fut: Future<Output = Result<Arc<dyn Presence>, crate::ServeError>>,
+    {
         let ws = bind(config.listen).map_err(crate::ServeError::Bind)?;
         let admin = bind(config.admin_listen).map_err(crate::ServeError::Bind)?;
-        let cluster = match &config.cluster {
-            Some(c) => Some(Arc::new(
-                Cluster::connect(c)
-                    .await
-                    .map_err(crate::ServeError::Cluster)?,
-            )),
-            None => None,
-        };
-        let apps: Vec<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
-        let metrics = Arc::new(Metrics::new(&apps, cluster.is_some()));
+        let app_ids: Vec<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
+        let metrics = Arc::new(Metrics::new(&app_ids, config.cluster.is_some()));
         let (stop, stop_rx) = watch::channel(false);
         let hooks: Vec<_> = config
             .apps
@@ -65,8 +86,22 @@ impl Server {
             .filter_map(|a| a.webhook.clone().map(|w| (a.sdk_app_id, w)))
             .collect();
         let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
-        let gateway = Arc::new(Gateway::new(config, metrics, webhooks, cluster));
-        gateway.set_ws_endpoint(crate::console::WsEndpoint {
+        let deps = StoreDeps {
+            conns: Arc::new(Conns::new(metrics.connections.clone())),
+            apps: Arc::new(Apps::new(&config.apps)),
+            webhooks: Arc::new(webhooks),
+            metrics,
+        };
+        let presence = store(config.clone(), deps.clone()).await?;
+        let gateway = Arc::new(Gateway::new(Parts {
+            config,
+            apps: deps.apps,
+            presence,
+            metrics: deps.metrics,
+            webhooks: deps.webhooks,
+            conns: deps.conns,
+        }));
+        gateway.set_ws_endpoint(crate::gateway::WsEndpoint {
             addr: ws.local_addr().map_err(crate::ServeError::Bind)?,
             tls: false,
         });
@@ -100,11 +135,7 @@ impl Server {
         let max_conns = gw.config.max_connections.min(Semaphore::MAX_PERMITS) as u32;
         let permits = Arc::new(Semaphore::new(max_conns as usize));
         let wheel_task = tokio::spawn(expiry::run(Arc::clone(&gw.wheel)));
-        let cluster_tasks = gw
-            .cluster
-            .as_ref()
-            .map(|c| c.spawn_tasks(Arc::clone(&gw)))
-            .unwrap_or_default();
+        let store_tasks = Arc::clone(&gw.presence).spawn();
         let (stop_accept, accept_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(
             Arc::clone(&gw),
@@ -130,7 +161,7 @@ impl Server {
             .is_err()
         {
             tracing::warn!(
-                open = gw.conn_count(),
+                open = gw.conns.len(),
                 "grace period over with sockets still open"
             );
         }
@@ -144,12 +175,10 @@ impl Server {
             deliverers.abort_all();
         }
         wheel_task.abort();
-        if let Some(c) = &gw.cluster {
-            // Let the unregisters of the sockets just closed reach Redis (bounded by the grace).
-            let _ = timeout_at(deadline, c.settle()).await;
-            c.leave().await;
-        }
-        for t in cluster_tasks {
+        gw.presence
+            .leave(deadline.saturating_duration_since(Instant::now()))
+            .await;
+        for t in store_tasks {
             t.abort();
         }
         let _ = stop_admin.send(true);

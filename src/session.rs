@@ -2,36 +2,25 @@
 //!
 //! A [`Session`] is a plain struct owned by its socket task. It knows whether the socket is logged
 //! in, as whom, and with which session id, expiry and push encoding. Requests go through
-//! [`Session::handle`], outbox events (kick, expiry, message, shutdown) through [`Session::on_event`],
-//! and the end of the socket through [`Session::on_close`]. It calls into the shared [`Gateway`]
-//! synchronously (no awaits: the registry and the wheel are lock-and-return), and returns what the
-//! socket must write or do; it never touches the socket itself.
+//! [`Session::handle`], which answers at once ([`Step::Done`]: ping, status, logout, every refusal)
+//! or returns the one future the socket awaits ([`Step::Wait`]: login, refresh_sig, send, which ask
+//! the presence store). Outbox events (kick, expiry, message, shutdown) go through
+//! [`Session::on_event`], and the end of the socket through [`Session::on_close`]. Each request has
+//! one implementation, whatever the presence store; the session never touches the socket itself.
 
-use crate::cluster::{Cluster, LoginFailure};
+use crate::apps::App;
+use crate::clock;
+use crate::expiry::WheelKey;
 use crate::gateway::Gateway;
-use crate::outbox::Delivery;
-use crate::outbox::{Event, Outbox};
-use crate::presence::{Login, PresenceError};
+use crate::outbox::{Delivery, Event, Outbox};
+use crate::presence::{BoxFuture, LoginRequest, Prior, Refused, SessionRef};
 use crate::usersig::Decoded;
 use crate::webhook::Change;
-use crate::{clock, expiry::WheelKey};
 use imgate_proto::{
-    close, ClientMsg, Code, Encoding, KickReason, LoginStatus, Platform, ResponseData, ServerMsg,
+    close, valid_instance_id, valid_user_id, ClientMsg, Code, Encoding, KickReason, LoginStatus,
+    Platform, ResponseData, ServerMsg,
 };
-use std::net::IpAddr;
 use std::sync::Arc;
-
-/// Whether `s` is a valid `user_id` (1..=32 bytes of `[A-Za-z0-9_-]`).
-pub fn valid_user_id(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Whether `s` is a valid `instance_id` (1..=64 bytes of 0x21..=0x7e).
-pub fn valid_instance_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
-}
 
 /// The logged-in state of a socket.
 #[derive(Debug)]
@@ -45,35 +34,33 @@ struct Active {
     encoding: Encoding,
 }
 
+impl Active {
+    fn as_ref(&self) -> SessionRef<'_> {
+        SessionRef {
+            app: self.app,
+            user: &self.user,
+            platform: self.platform,
+            session: self.session,
+        }
+    }
+}
+
 /// A `login` request's fields, as sent.
-#[derive(Debug, Clone, Copy)]
-struct LoginFields<'a> {
+#[derive(Debug)]
+struct LoginMsg {
     seq: u64,
     app: u64,
-    user: &'a str,
-    user_sig: &'a str,
-    platform: &'a str,
-    instance_id: Option<&'a str>,
+    user: String,
+    user_sig: String,
+    platform: String,
+    instance_id: Option<String>,
 }
 
-/// A login admitted by presence, about to become the socket's session.
-struct Admitted<'a> {
-    app: u64,
-    user: &'a str,
-    platform: Platform,
-    instance_id: Option<&'a str>,
-    expire_at: u64,
-    session: u64,
-    kicked: Vec<Platform>,
-    same_user: bool,
-}
-
-/// What the socket shares with its session: the gateway, its own outbox, the client's IP.
+/// What the socket shares with its session: the gateway and its own outbox.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub gw: &'a Gateway,
     pub outbox: &'a Arc<Outbox>,
-    pub ip: IpAddr,
 }
 
 /// The answer to a request.
@@ -86,14 +73,35 @@ pub struct Reply {
     pub logged_out: bool,
 }
 
+impl Reply {
+    fn with(msg: ServerMsg) -> Reply {
+        Reply {
+            msg: Some(msg),
+            logged_out: false,
+        }
+    }
+}
+
+/// How a request is answered.
+pub enum Step<'a> {
+    /// At once.
+    Done(Reply),
+    /// After the presence store answered: the socket awaits this (one box per such request).
+    Wait(BoxFuture<'a, Reply>),
+}
+
 /// What the socket must do for an outbox event.
 #[derive(Debug, PartialEq)]
 pub enum Action {
     /// Nothing (a stale event).
     None,
-    /// Write a push in the session's push encoding; with `true` the socket is now logged out (the
-    /// login deadline restarts).
-    Push(ServerMsg, Encoding, bool),
+    /// Write a push in the session's push encoding.
+    Push {
+        msg: ServerMsg,
+        encoding: Encoding,
+        /// The socket is now logged out: the login deadline restarts.
+        logged_out: bool,
+    },
     /// Write the push if any, then close with the code.
     Close(Option<(ServerMsg, Encoding)>, u16),
 }
@@ -105,6 +113,14 @@ pub enum Ended {
     LinkClose,
     /// Idle timeout (`Disconnect`/`TimeOut`).
     TimeOut,
+}
+
+/// What a login takes over on its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takeover {
+    None,
+    Relogin,
+    Switch,
 }
 
 /// One socket's session.
@@ -123,13 +139,10 @@ impl Session {
     }
 
     /// Handles one request that arrived in encoding `enc`.
-    pub fn handle(&mut self, ctx: Ctx<'_>, msg: ClientMsg, enc: Encoding) -> Reply {
+    pub fn handle<'a>(&'a mut self, ctx: Ctx<'a>, msg: ClientMsg, enc: Encoding) -> Step<'a> {
         let now_ms = clock::now_ms();
         let seq = msg.seq();
-        let keep = |msg| Reply {
-            msg: Some(msg),
-            logged_out: false,
-        };
+        let done = |msg| Step::Done(Reply::with(msg));
         match msg {
             ClientMsg::Login {
                 sdk_app_id,
@@ -138,23 +151,18 @@ impl Session {
                 platform,
                 instance_id,
                 ..
-            } => Reply {
-                msg: self.login(
-                    ctx,
-                    LoginFields {
-                        seq,
-                        app: sdk_app_id,
-                        user: &user_id,
-                        user_sig: &user_sig,
-                        platform: &platform,
-                        instance_id: instance_id.as_deref(),
-                    },
-                    enc,
-                    now_ms,
-                ),
-                logged_out: false,
-            },
-            ClientMsg::GetLoginUser { .. } => keep(ServerMsg::ok(
+            } => {
+                let m = LoginMsg {
+                    seq,
+                    app: sdk_app_id,
+                    user: user_id,
+                    user_sig,
+                    platform,
+                    instance_id,
+                };
+                Step::Wait(Box::pin(self.login(ctx, m, enc, now_ms)))
+            }
+            ClientMsg::GetLoginUser { .. } => done(ServerMsg::ok(
                 seq,
                 ResponseData::LoginUser {
                     user_id: self
@@ -170,364 +178,217 @@ impl Session {
                 } else {
                     LoginStatus::LoggedOut
                 };
-                keep(ServerMsg::ok(
+                done(ServerMsg::ok(
                     seq,
                     ResponseData::LoginStatus {
                         status: status as u8,
                     },
                 ))
             }
-            ClientMsg::Ping { .. } => keep(ServerMsg::ok(
+            ClientMsg::Ping { .. } => done(ServerMsg::ok(
                 seq,
                 ResponseData::Ping {
                     server_time_ms: now_ms,
                 },
             )),
-            _ if self.active.is_none() => keep(ServerMsg::error(seq, Code::NotLoggedIn)),
+            _ if self.active.is_none() => done(ServerMsg::error(seq, Code::NotLoggedIn)),
             ClientMsg::Logout { .. } => {
                 self.end(ctx, Change::Logout);
-                Reply {
+                Step::Done(Reply {
                     msg: Some(ServerMsg::ok(seq, ResponseData::Empty)),
                     logged_out: true,
-                }
+                })
             }
             ClientMsg::RefreshSig { user_sig, .. } => {
-                keep(self.refresh(ctx, seq, &user_sig, now_ms))
+                let a = self.active.as_ref().expect("checked above");
+                let app = ctx.gw.apps.get(a.app);
+                match ctx.gw.verify(
+                    a.app,
+                    app.as_deref(),
+                    &a.user,
+                    &user_sig,
+                    ctx.outbox.ip(),
+                    now_ms,
+                ) {
+                    Err((code, desc)) => done(ServerMsg::error_with(seq, code, desc)),
+                    Ok(ticket) => Step::Wait(Box::pin(self.refresh(ctx, seq, ticket, now_ms))),
+                }
             }
-            ClientMsg::Send { to, payload, .. } => keep(self.send(ctx, seq, &to, payload)),
+            ClientMsg::Send { to, payload, .. } => match self.delivery(ctx, seq, &to, payload) {
+                Err(resp) => done(resp),
+                Ok(d) => Step::Wait(Box::pin(self.send(ctx, seq, to, d))),
+            },
         }
     }
 
-    /// Validates a login's parameters and verifies its UserSig (contract §2 order); `Err` is the
-    /// failure response, already counted.
+    /// Validates a login's parameters and verifies its UserSig (contract §2 order, the revocation
+    /// excepted: the store checks it); `Err` is the failure response, already counted.
     fn check_login(
         ctx: Ctx<'_>,
-        f: LoginFields<'_>,
+        m: &LoginMsg,
         now_ms: u64,
-    ) -> Result<(Platform, Decoded), ServerMsg> {
-        let LoginFields {
-            seq,
-            app,
-            user,
-            user_sig,
-            platform,
-            instance_id,
-        } = f;
+    ) -> Result<(Platform, Decoded, Arc<App>), ServerMsg> {
         let gw = ctx.gw;
         let fail = |code: Code, desc: String| {
-            gw.count_login(app, code);
-            ServerMsg::error_with(seq, code, desc)
+            gw.metrics.count_login(m.app, code);
+            ServerMsg::error_with(m.seq, code, desc)
         };
-        if !valid_user_id(user) {
+        if !valid_user_id(&m.user) {
             return Err(fail(
                 Code::InvalidUserId,
                 "user_id must be 1 to 32 characters of A-Z a-z 0-9 _ -".into(),
             ));
         }
-        let Some(platform) = Platform::parse(platform) else {
+        let Some(platform) = Platform::parse(&m.platform) else {
             return Err(fail(
                 Code::InvalidParameters,
-                format!("platform {platform:?} is not one of android, iphone, ipad, windows, mac, linux, web"),
+                format!(
+                    "platform {:?} is not one of android, iphone, ipad, windows, mac, linux, web",
+                    m.platform
+                ),
             ));
         };
-        if instance_id.is_some_and(|i| !valid_instance_id(i)) {
+        if m.instance_id
+            .as_deref()
+            .is_some_and(|i| !valid_instance_id(i))
+        {
             return Err(fail(
                 Code::InvalidParameters,
                 "instance_id must be 1 to 64 printable ASCII characters without space".into(),
             ));
         }
-        match gw.verify(app, user, user_sig, ctx.ip, now_ms) {
-            Ok(t) if gw.apps.contains_key(&app) => Ok((platform, t)),
-            Ok(_) => Err(fail(
-                Code::AppNotConfigured,
-                Code::AppNotConfigured.desc().into(),
-            )),
-            Err((code, desc)) => Err(fail(code, desc)),
-        }
+        // One snapshot of the app for the whole login: its key and its policy go together.
+        let app = gw.apps.get(m.app);
+        let ticket = gw
+            .verify(
+                m.app,
+                app.as_deref(),
+                &m.user,
+                &m.user_sig,
+                ctx.outbox.ip(),
+                now_ms,
+            )
+            .map_err(|(code, desc)| fail(code, desc))?;
+        let app =
+            app.ok_or_else(|| fail(Code::AppNotConfigured, Code::AppNotConfigured.desc().into()))?;
+        Ok((platform, ticket, app))
     }
 
-    fn same_user(&self, app: u64, user: &str) -> bool {
-        self.active
-            .as_ref()
-            .is_some_and(|a| a.app == app && &*a.user == user)
-    }
-
-    fn login(
-        &mut self,
-        ctx: Ctx<'_>,
-        f: LoginFields<'_>,
-        enc: Encoding,
-        now_ms: u64,
-    ) -> Option<ServerMsg> {
+    async fn login(&mut self, ctx: Ctx<'_>, m: LoginMsg, enc: Encoding, now_ms: u64) -> Reply {
         let gw = ctx.gw;
-        let (platform, ticket) = match Self::check_login(ctx, f, now_ms) {
+        let (platform, ticket, app) = match Self::check_login(ctx, &m, now_ms) {
             Ok(ok) => ok,
-            Err(resp) => return Some(resp),
+            Err(resp) => return Reply::with(resp),
         };
-        let LoginFields {
-            seq,
-            app,
-            user,
-            instance_id,
-            ..
-        } = f;
-        let policy = &gw.apps[&app].policy;
-        let expire_at = ticket.expire_at();
         // Same user on this socket: updated in place. Another user: the old session logs out.
-        let same_user = self.same_user(app, user);
-        let replaces = self
-            .active
-            .as_ref()
-            .filter(|_| same_user)
-            .map(|a| (a.session, a.platform));
-        if !same_user && self.active.is_some() && !self.switch_out(ctx) {
-            return None; // evicted meanwhile: its queued kick closes the socket
-        }
-        let outcome = match gw.registry.login(
-            policy,
-            Login {
-                app,
-                user,
-                outbox: ctx.outbox,
-                platform,
-                instance_id,
-                expire_at,
-                login_at_ms: now_ms,
-                replaces: replaces.map(|(s, _)| s),
-            },
-        ) {
-            Ok(o) => o,
-            Err(PresenceError::Superseded) => return None,
-            Err(e) => {
-                gw.count_login(app, Code::AppNotConfigured);
-                return Some(ServerMsg::error_with(
-                    seq,
-                    Code::AppNotConfigured,
-                    e.to_string(),
-                ));
+        let (takeover, prior) = match &self.active {
+            None => (Takeover::None, Prior::None),
+            Some(a) if a.app == m.app && *a.user == *m.user => {
+                (Takeover::Relogin, Prior::Relogin(a.as_ref()))
             }
+            Some(a) => (Takeover::Switch, Prior::Switch(a.as_ref())),
         };
-        if let Some(old) = self.active.take().filter(|_| same_user) {
-            gw.cancel_expiry(old.wheel);
-        }
-        if let Some((_, old_platform)) = replaces.filter(|_| outcome.replaced) {
-            gw.sessions_gauge(app, old_platform, -1);
-        }
-        gw.sessions_gauge(app, platform, 1);
-        gw.notify_kicked(app, &outcome.victims, Some(platform));
-        let kicked = outcome
-            .victims
-            .iter()
-            .map(|v| v.instance.platform)
-            .collect();
-        let admitted = Admitted {
-            app,
-            user,
-            platform,
-            instance_id,
-            expire_at,
-            session: outcome.session,
-            kicked,
-            same_user,
-        };
-        Some(self.admitted(ctx, seq, admitted, enc, now_ms))
-    }
-
-    /// The session of an admitted login starts: expiry scheduled, counted, webhook, response.
-    fn admitted(
-        &mut self,
-        ctx: Ctx<'_>,
-        seq: u64,
-        a: Admitted<'_>,
-        enc: Encoding,
-        now_ms: u64,
-    ) -> ServerMsg {
-        let gw = ctx.gw;
-        let wheel = gw.schedule_expiry(a.expire_at, ctx.outbox, a.session);
-        self.active = Some(Active {
-            app: a.app,
-            user: a.user.into(),
-            platform: a.platform,
-            session: a.session,
-            expire_at: a.expire_at,
-            wheel,
-            encoding: enc,
-        });
-        gw.metrics.saw_user(a.app, a.user, now_ms);
-        gw.count_login(a.app, Code::Ok);
-        if !a.same_user {
-            gw.state_change(a.app, a.user, a.platform, ctx.ip, Change::Login, a.kicked);
-        }
-        ServerMsg::ok(
-            seq,
-            ResponseData::Login {
-                user_id: a.user.to_owned(),
-                platform: a.platform,
-                instance_id: a.instance_id.map(str::to_owned),
-                expire_at: a.expire_at,
-            },
-        )
-    }
-
-    /// Cluster mode: the requests that need Redis (login, refresh_sig, send) are handled here;
-    /// everything else as in [`Session::handle`].
-    pub async fn handle_cluster(
-        &mut self,
-        ctx: Ctx<'_>,
-        cluster: &Cluster,
-        msg: ClientMsg,
-        enc: Encoding,
-    ) -> Reply {
-        let now_ms = clock::now_ms();
-        let seq = msg.seq();
-        let keep = |msg| Reply {
-            msg: Some(msg),
-            logged_out: false,
-        };
-        let gw = ctx.gw;
-        match msg {
-            ClientMsg::Login {
-                sdk_app_id: app,
-                user_id,
-                user_sig,
+        let expire_at = ticket.expire_at();
+        let outcome = gw
+            .presence
+            .login(LoginRequest {
+                app: m.app,
+                user: &m.user,
                 platform,
-                instance_id,
-                ..
-            } => {
-                let fields = LoginFields {
-                    seq,
-                    app,
-                    user: &user_id,
-                    user_sig: &user_sig,
-                    platform: &platform,
-                    instance_id: instance_id.as_deref(),
-                };
-                let (platform, ticket) = match Self::check_login(ctx, fields, now_ms) {
-                    Ok(ok) => ok,
-                    Err(resp) => return keep(resp),
-                };
-                let same_user = self.same_user(app, &user_id);
-                let replaces = self
-                    .active
-                    .as_ref()
-                    .filter(|_| same_user)
-                    .map(|a| a.session);
-                let policy = &gw.apps[&app].policy;
-                let admission = cluster
-                    .login(
-                        gw,
-                        policy,
-                        crate::cluster::LoginRequest {
-                            app,
-                            user: &user_id,
-                            outbox: ctx.outbox,
-                            platform,
-                            instance_id: instance_id.as_deref(),
-                            expire_at: ticket.expire_at(),
-                            tls_time: ticket.time,
-                            ip: ctx.ip,
-                            now_ms,
-                            replaces,
-                        },
-                    )
-                    .await;
-                let adm = match admission {
-                    Ok(a) => a,
-                    Err(LoginFailure::Superseded) => {
-                        return Reply {
-                            msg: None,
-                            logged_out: false,
-                        }
-                    }
-                    Err(LoginFailure::Code(code)) => {
-                        if code == Code::SigRevoked {
-                            gw.throttle.record_failure(app, &user_id, ctx.ip, now_ms);
-                        }
-                        gw.count_login(app, code);
-                        return keep(ServerMsg::error(seq, code));
-                    }
-                };
-                // Only now, with the new session admitted, does the old one give way.
-                if same_user {
-                    if let Some(old) = self.active.take() {
-                        gw.cancel_expiry(old.wheel);
-                    }
-                } else if self.active.is_some() && !self.switch_out(ctx) {
-                    // The old session was evicted meanwhile: that kick stands, the new one goes.
-                    gw.presence_logout(app, &user_id, adm.sid, platform);
+                instance_id: m.instance_id.as_deref(),
+                conn: ctx.outbox,
+                expire_at,
+                tls_time: ticket.time,
+                now_ms,
+                policy: &app.policy,
+                prior,
+            })
+            .await;
+        let admitted = match outcome {
+            Ok(a) => a,
+            Err(refused) => {
+                let Some(code) = refused.code() else {
+                    // Superseded: the eviction stands; its queued kick closes the socket.
                     return Reply {
                         msg: None,
                         logged_out: false,
                     };
+                };
+                if refused == Refused::Revoked {
+                    gw.throttle
+                        .record_failure(m.app, &m.user, ctx.outbox.ip(), now_ms);
                 }
-                let admitted = Admitted {
-                    app,
-                    user: &user_id,
-                    platform,
-                    instance_id: instance_id.as_deref(),
-                    expire_at: ticket.expire_at(),
-                    session: adm.sid,
-                    kicked: adm.kicked,
-                    same_user,
-                };
-                keep(self.admitted(ctx, seq, admitted, enc, now_ms))
+                gw.metrics.count_login(m.app, code);
+                return Reply::with(ServerMsg::error(m.seq, code));
             }
-            ClientMsg::RefreshSig { user_sig, .. } if self.active.is_some() => {
-                let a = self.active.as_ref().expect("checked by the guard");
-                let ticket = match gw.verify(a.app, &a.user, &user_sig, ctx.ip, now_ms) {
-                    Ok(t) => t,
-                    Err((code, desc)) => return keep(ServerMsg::error_with(seq, code, desc)),
-                };
-                if let Err(code) = cluster
-                    .refresh(a.session, ticket.expire_at(), ticket.time)
-                    .await
-                {
-                    if code == Code::SigRevoked {
-                        gw.throttle.record_failure(a.app, &a.user, ctx.ip, now_ms);
-                    }
-                    return keep(ServerMsg::error(seq, code));
-                }
-                keep(self.refreshed(ctx, seq, ticket.expire_at()))
+        };
+        // The socket's previous session ended in the same step as the login.
+        if let Some(old) = self.active.take() {
+            gw.cancel_expiry(old.wheel);
+            if takeover == Takeover::Switch {
+                gw.webhooks.state_change(
+                    old.app,
+                    &old.user,
+                    old.platform,
+                    ctx.outbox.ip(),
+                    Change::Logout,
+                    Vec::new(),
+                );
             }
-            ClientMsg::Send { to, payload, .. } if self.active.is_some() => {
-                let a = self.active.as_ref().expect("checked by the guard");
-                let delivery = match self.delivery(ctx, seq, &to, payload) {
-                    Ok(d) => d,
-                    Err(resp) => return keep(resp),
-                };
-                let skip = Some(ctx.outbox.id());
-                let delivered = match cluster
-                    .deliver(gw, a.app, &to, skip, delivery.clone())
-                    .await
-                {
-                    Ok(n) => n,
-                    // Redis unreachable: this node's sockets still get it.
-                    Err(_) => gw.deliver(a.app, &to, skip, delivery),
-                };
-                keep(ServerMsg::ok(seq, ResponseData::Send { delivered }))
-            }
-            other => self.handle(ctx, other, enc),
         }
+        let wheel = gw.schedule_expiry(expire_at, ctx.outbox, admitted.session);
+        self.active = Some(Active {
+            app: m.app,
+            user: m.user.as_str().into(),
+            platform,
+            session: admitted.session,
+            expire_at,
+            wheel,
+            encoding: enc,
+        });
+        gw.metrics.count_login(m.app, Code::Ok);
+        // A re-login in place is no state change, unless it kicked other devices.
+        if takeover != Takeover::Relogin || !admitted.kicked.is_empty() {
+            gw.webhooks.state_change(
+                m.app,
+                &m.user,
+                platform,
+                ctx.outbox.ip(),
+                Change::Login,
+                admitted.kicked,
+            );
+        }
+        Reply::with(ServerMsg::ok(
+            m.seq,
+            ResponseData::Login {
+                user_id: m.user,
+                platform,
+                instance_id: m.instance_id,
+                expire_at,
+            },
+        ))
     }
 
-    fn refresh(&mut self, ctx: Ctx<'_>, seq: u64, user_sig: &str, now_ms: u64) -> ServerMsg {
-        let a = self.active.as_ref().expect("checked by the caller");
-        match ctx.gw.verify(a.app, &a.user, user_sig, ctx.ip, now_ms) {
-            Err((code, desc)) => ServerMsg::error_with(seq, code, desc),
-            Ok(ticket) => self.refreshed(ctx, seq, ticket.expire_at()),
-        }
-    }
-
-    /// The session's UserSig now expires at `expire_at`.
-    fn refreshed(&mut self, ctx: Ctx<'_>, seq: u64, expire_at: u64) -> ServerMsg {
+    async fn refresh(&mut self, ctx: Ctx<'_>, seq: u64, ticket: Decoded, now_ms: u64) -> Reply {
         let gw = ctx.gw;
-        let a = self.active.as_mut().expect("checked by the caller");
+        let expire_at = ticket.expire_at();
+        let a = self.active.as_mut().expect("checked by handle");
+        if let Err(refused) = gw
+            .presence
+            .refresh(a.as_ref(), expire_at, ticket.time)
+            .await
+        {
+            if refused == Refused::Revoked {
+                gw.throttle
+                    .record_failure(a.app, &a.user, ctx.outbox.ip(), now_ms);
+            }
+            let code = refused.code().unwrap_or(Code::PresenceUnavailable);
+            return Reply::with(ServerMsg::error(seq, code));
+        }
         gw.cancel_expiry(a.wheel);
         a.wheel = gw.schedule_expiry(expire_at, ctx.outbox, a.session);
         a.expire_at = expire_at;
-        gw.registry
-            .set_expire_at(a.app, &a.user, a.session, expire_at);
-        ServerMsg::ok(seq, ResponseData::RefreshSig { expire_at })
+        Reply::with(ServerMsg::ok(seq, ResponseData::RefreshSig { expire_at }))
     }
 
     /// Checks a `send` and builds its delivery.
@@ -537,8 +398,8 @@ impl Session {
         seq: u64,
         to: &str,
         payload: String,
-    ) -> Result<Delivery, ServerMsg> {
-        let a = self.active.as_ref().expect("checked by the caller");
+    ) -> Result<Arc<Delivery>, ServerMsg> {
+        let a = self.active.as_ref().expect("checked by handle");
         if !valid_user_id(to) {
             return Err(ServerMsg::error_with(
                 seq,
@@ -546,70 +407,54 @@ impl Session {
                 "to must be a valid user_id".into(),
             ));
         }
-        if payload.len() > ctx.gw.config.max_payload_bytes {
+        let max = ctx.gw.config.max_payload_bytes;
+        if payload.len() > max {
             return Err(ServerMsg::error_with(
                 seq,
                 Code::InvalidParameters,
-                format!(
-                    "payload exceeds max_payload_bytes ({})",
-                    ctx.gw.config.max_payload_bytes
-                ),
+                format!("payload exceeds max_payload_bytes ({max})"),
             ));
         }
-        Ok(Delivery {
+        Ok(Arc::new(Delivery {
             from: a.user.to_string(),
             from_platform: Some(a.platform),
             payload,
-        })
+        }))
     }
 
-    fn send(&mut self, ctx: Ctx<'_>, seq: u64, to: &str, payload: String) -> ServerMsg {
-        let a = self.active.as_ref().expect("checked by the caller");
-        match self.delivery(ctx, seq, to, payload) {
-            Ok(d) => {
-                let delivered = ctx.gw.deliver(a.app, to, Some(ctx.outbox.id()), d);
-                ServerMsg::ok(seq, ResponseData::Send { delivered })
-            }
-            Err(resp) => resp,
-        }
-    }
-
-    /// Account switch: the current session logs out (not a kick). False, with the session left as
-    /// it is, when it was evicted meanwhile: its queued kick then closes the socket.
-    fn switch_out(&mut self, ctx: Ctx<'_>) -> bool {
-        let Some(a) = self.active.as_ref() else {
-            return true;
+    async fn send(&self, ctx: Ctx<'_>, seq: u64, to: String, d: Arc<Delivery>) -> Reply {
+        let a = self.active.as_ref().expect("checked by handle");
+        let store = &ctx.gw.presence;
+        let skip = Some(ctx.outbox.id());
+        let delivered = match store.deliver(a.app, &to, skip, Arc::clone(&d)).await {
+            Ok(n) => n,
+            // The shared store is unreachable: this node's sockets still get it.
+            Err(_) => store.deliver_here(a.app, &to, skip, &d),
         };
-        let gw = ctx.gw;
-        if !gw.presence_logout(a.app, &a.user, a.session, a.platform) {
-            return false;
-        }
-        let a = self.active.take().expect("checked above");
-        gw.cancel_expiry(a.wheel);
-        gw.state_change(
-            a.app,
-            &a.user,
-            a.platform,
-            ctx.ip,
-            Change::Logout,
-            Vec::new(),
-        );
-        true
+        Reply::with(ServerMsg::ok(seq, ResponseData::Send { delivered }))
     }
 
-    /// Ends the logged-in session (logout, account switch, expiry, close): removes it from presence
-    /// and the wheel and emits the state change. A session already removed by a kick emits nothing.
+    /// Ends the logged-in session (logout, close): removes it from presence and the wheel and
+    /// emits the state change. A session already removed by a kick emits nothing.
     fn end(&mut self, ctx: Ctx<'_>, change: Change) {
         let Some(a) = self.active.take() else { return };
         let gw = ctx.gw;
         gw.cancel_expiry(a.wheel);
-        if gw.presence_logout(a.app, &a.user, a.session, a.platform) {
-            gw.state_change(a.app, &a.user, a.platform, ctx.ip, change, Vec::new());
+        if gw.presence.logout(a.as_ref()) {
+            gw.webhooks.state_change(
+                a.app,
+                &a.user,
+                a.platform,
+                ctx.outbox.ip(),
+                change,
+                Vec::new(),
+            );
         }
     }
 
     /// Acts on an outbox event.
     pub fn on_event(&mut self, ctx: Ctx<'_>, event: Event) -> Action {
+        let gw = ctx.gw;
         match event {
             Event::Shutdown => Action::Close(None, close::GOING_AWAY),
             Event::Kick {
@@ -620,7 +465,8 @@ impl Session {
                 let Some(a) = self.active.take_if(|a| a.session == session) else {
                     return Action::None;
                 };
-                ctx.gw.cancel_expiry(a.wheel);
+                gw.cancel_expiry(a.wheel);
+                gw.presence.evicted(a.as_ref());
                 let code = if reason == KickReason::Admin {
                     close::ADMIN_KICKED
                 } else {
@@ -640,35 +486,35 @@ impl Session {
                 if a.session != session || u128::from(now_ms) <= u128::from(a.expire_at) * 1000 {
                     return Action::None; // stale, or refreshed since
                 }
-                let gw = ctx.gw;
-                if !gw.presence_logout(a.app, &a.user, a.session, a.platform) {
+                if !gw.presence.logout(a.as_ref()) {
                     return Action::None; // kicked meanwhile: its Kick event follows
                 }
                 let a = self.active.take().expect("checked above");
-                gw.metrics
-                    .expiries
-                    .get_or_create(&crate::metrics::AppLabel { sdk_app_id: a.app })
-                    .inc();
-                gw.state_change(
+                gw.metrics.count_expiry(a.app);
+                gw.webhooks.state_change(
                     a.app,
                     &a.user,
                     a.platform,
-                    ctx.ip,
+                    ctx.outbox.ip(),
                     Change::Logout,
                     Vec::new(),
                 );
-                Action::Push(ServerMsg::UserSigExpired, a.encoding, true)
+                Action::Push {
+                    msg: ServerMsg::UserSigExpired,
+                    encoding: a.encoding,
+                    logged_out: true,
+                }
             }
             Event::Message { session, delivery } => match &self.active {
-                Some(a) if a.session == session => Action::Push(
-                    ServerMsg::Message {
+                Some(a) if a.session == session => Action::Push {
+                    msg: ServerMsg::Message {
                         from: delivery.from.clone(),
                         from_platform: delivery.from_platform,
                         payload: delivery.payload.clone(),
                     },
-                    a.encoding,
-                    false,
-                ),
+                    encoding: a.encoding,
+                    logged_out: false,
+                },
                 _ => Action::None,
             },
         }
@@ -681,30 +527,5 @@ impl Session {
             Ended::TimeOut => Change::TimeOut,
         };
         self.end(ctx, change);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_id_rules() {
-        for ok in ["a", "alice", "A-b_9", &"x".repeat(32)] {
-            assert!(valid_user_id(ok), "{ok}");
-        }
-        for bad in ["", &"x".repeat(33), "a b", "a.b", "é", "a@b", "a/b"] {
-            assert!(!valid_user_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn instance_id_rules() {
-        for ok in ["t", "tab-1", "!~", &"x".repeat(64)] {
-            assert!(valid_instance_id(ok), "{ok}");
-        }
-        for bad in ["", " ", "a b", &"x".repeat(65), "é", "\t"] {
-            assert!(!valid_instance_id(bad), "{bad}");
-        }
     }
 }

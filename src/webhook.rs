@@ -120,9 +120,10 @@ impl StateChange {
 }
 
 /// The webhook queues of every app that has one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Webhooks {
     queues: HashMap<u64, mpsc::Sender<StateChange>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Handles of the delivery tasks, for the shutdown drain.
@@ -148,7 +149,7 @@ impl Webhooks {
                 stop.clone(),
             ));
         }
-        (Webhooks { queues }, tasks)
+        (Webhooks { queues, metrics }, tasks)
     }
 
     /// Whether the app has a webhook (so callers can skip building events nobody receives).
@@ -156,9 +157,34 @@ impl Webhooks {
         self.queues.contains_key(&app)
     }
 
+    /// Queues a state change of a session, stamped now, for its app's webhook if it has one (the
+    /// event is not even built otherwise).
+    pub fn state_change(
+        &self,
+        app: u64,
+        user: &str,
+        platform: Platform,
+        client_ip: IpAddr,
+        change: Change,
+        kicked: Vec<Platform>,
+    ) {
+        if !self.enabled(app) {
+            return;
+        }
+        self.emit(StateChange {
+            app,
+            user: user.to_owned(),
+            platform,
+            client_ip,
+            change,
+            kicked,
+            event_time_ms: crate::clock::now_ms(),
+        });
+    }
+
     /// Queues an event for its app's webhook, if it has one. Never waits; returns false when the
     /// event was dropped because the queue was full or closed.
-    pub fn emit(&self, metrics: &Metrics, event: StateChange) -> bool {
+    pub fn emit(&self, event: StateChange) -> bool {
         let Some(q) = self.queues.get(&event.app) else {
             return true;
         };
@@ -166,7 +192,7 @@ impl Webhooks {
         match q.try_send(event) {
             Ok(()) => true,
             Err(_) => {
-                metrics
+                self.metrics
                     .webhook
                     .get_or_create(&WebhookLabel {
                         sdk_app_id: app,

@@ -1022,6 +1022,42 @@ async fn webhook_login_lists_every_kicked_device_in_tencent_spelling() {
     assert!(ev.iter().all(|h| h.body["KickedDevice"].is_array()));
 }
 
+/// Contract §11: a repeated login of the same user on the same socket produces no event, unless it
+/// kicked other devices: then one `Login`/`Register` lists them in `KickedDevice`.
+#[tokio::test]
+async fn webhook_in_place_relogin_that_kicks_lists_them_once() {
+    let hook = hook::start(Mode::Ok).await;
+    let gw = Gateway::start_with(&config("", &webhook_lines(&hook.url, "")));
+    let mut s = gw.logged_in("alice", "web", None).await;
+    let mut mac = gw.logged_in("alice", "mac", None).await;
+    // in place, web -> android: android's group holds the mac, which goes
+    let r = s.login("alice", "android", None).await;
+    assert_eq!(r["code"], 0, "{r}");
+    expect_kicked_multi(&mut mac, "android").await;
+    // in place again, kicking nobody: no event
+    let r = s.login("alice", "android", Some("a1")).await;
+    assert_eq!(r["code"], 0, "{r}");
+    let _bob = gw.logged_in("bob", "mac", None).await;
+    let ev = hook.settle_after("bob").await;
+    let mut alice: Vec<_> = ev
+        .iter()
+        .filter(|h| h.user() == "alice")
+        .map(|h| (h.action(), h.platform().to_owned(), h.kicked()))
+        .collect();
+    alice.sort();
+    let login = ("Login", "Register");
+    assert_eq!(
+        alice,
+        vec![
+            (login, "Android".to_owned(), vec!["Mac".to_owned()]),
+            (login, "Mac".to_owned(), vec![]),
+            (login, "Web".to_owned(), vec![]),
+        ],
+        "{:#?}",
+        keys(&ev)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_logout_switch_expiry_and_close() {
     let hook = hook::start(Mode::Ok).await;

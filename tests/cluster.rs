@@ -11,16 +11,14 @@
 //! `cargo test --test cluster -- --nocapture` to see them.
 
 mod common;
-#[path = "common/redis.rs"]
-mod redis_server;
 
+use common::redis::RedisServer;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use imgate::cluster::{run_login_script, ScriptLogin, ScriptOutcome};
 use imgate::policy::{canonical, Held, Policy};
+use imgate::presence::redis::{run_login_script, ScriptLogin, ScriptOutcome};
 use imgate_proto::{KickReason, Platform, ALL_PLATFORMS};
 use parking_lot::Mutex;
-use redis_server::RedisServer;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Command, Stdio};
@@ -391,7 +389,7 @@ async fn node_id_held_by_a_live_node_is_refused() {
     );
     // The lease deadline (Redis clock, ms): once past it, the id is free.
     let mut con = redis.conn().await;
-    let lease: f64 = redis::cmd("ZSCORE")
+    let lease: f64 = ::redis::cmd("ZSCORE")
         .arg("im:nodes")
         .arg("gw-dup")
         .query_async(&mut con)
@@ -403,7 +401,7 @@ async fn node_id_held_by_a_live_node_is_refused() {
         || {
             let mut con = con.clone();
             async move {
-                let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+                let (s, us): (u64, u64) = ::redis::cmd("TIME").query_async(&mut con).await.unwrap();
                 (s as f64 * 1000.0 + us as f64 / 1000.0 > lease).then_some(())
             }
         },
@@ -557,8 +555,8 @@ fn model_decision(
 }
 
 /// The `e:` entries of the user's hash in Redis, as model entries.
-async fn redis_entries(con: &mut redis::aio::ConnectionManager, user: &str) -> Vec<ModelEntry> {
-    let all: Vec<(String, String)> = redis::cmd("HGETALL")
+async fn redis_entries(con: &mut ::redis::aio::ConnectionManager, user: &str) -> Vec<ModelEntry> {
+    let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
         .arg(format!("im:{{{APP}:{user}}}"))
         .query_async(con)
         .await
@@ -600,8 +598,8 @@ enum NodeD {
     Forgotten,
 }
 
-async fn zadd(con: &mut redis::aio::ConnectionManager, score: u64, node: &str) {
-    let _: i64 = redis::cmd("ZADD")
+async fn zadd(con: &mut ::redis::aio::ConnectionManager, score: u64, node: &str) {
+    let _: i64 = ::redis::cmd("ZADD")
         .arg("im:nodes")
         .arg(score)
         .arg(node)
@@ -658,7 +656,7 @@ async fn lua_login_script_matches_the_rust_policy() {
             if (55..60).contains(&roll) && !model.is_empty() {
                 let i = rng.below(model.len() as u64) as usize;
                 let e = model.remove(i);
-                let _: i64 = redis::cmd("HDEL")
+                let _: i64 = ::redis::cmd("HDEL")
                     .arg(format!("im:{{{APP}:{user}}}"))
                     .arg(&e.field)
                     .query_async(&mut con)
@@ -681,7 +679,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                 continue;
             }
             if (63..65).contains(&roll) && d == NodeD::Lapsed {
-                let _: i64 = redis::cmd("ZREM")
+                let _: i64 = ::redis::cmd("ZREM")
                     .arg("im:nodes")
                     .arg("d")
                     .query_async(&mut con)
@@ -709,6 +707,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                     order: 0,
                     ip: "127.0.0.1",
                     replaces: None,
+                    switch: None,
                     lease_ms: LEASE_MS,
                     deadline_ms: imgate::clock::now_ms() - 1000,
                 };
@@ -792,6 +791,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                 order: entry.order,
                 ip: "127.0.0.1",
                 replaces,
+                switch: None,
                 lease_ms: LEASE_MS,
                 deadline_ms: 0,
             };
@@ -906,7 +906,7 @@ async fn lua_login_script_matches_the_rust_policy() {
             );
         }
         // The tombstones are exactly the model's.
-        let all: HashMap<String, String> = redis::cmd("HGETALL")
+        let all: HashMap<String, String> = ::redis::cmd("HGETALL")
             .arg(format!("im:{{{APP}:{user}}}:k"))
             .query_async(&mut con)
             .await
@@ -1152,8 +1152,8 @@ impl Receiver {
 // cutting the nodes' pub/sub connections
 
 /// `CLIENT KILL TYPE pubsub`: every node's pub/sub connection is cut (they reconnect at once).
-async fn cut_pubsub(con: &mut redis::aio::MultiplexedConnection) {
-    let killed: i64 = redis::cmd("CLIENT")
+async fn cut_pubsub(con: &mut ::redis::aio::MultiplexedConnection) {
+    let killed: i64 = ::redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("pubsub")
@@ -1169,14 +1169,14 @@ async fn cut_pubsub(con: &mut redis::aio::MultiplexedConnection) {
 /// Cuts every pub/sub connection and keeps them from coming back: Redis takes no new client
 /// (`maxclients` = the connections left) until [`unblock_pubsub`]. Messages published meanwhile
 /// reach no node.
-async fn block_pubsub(con: &mut redis::aio::MultiplexedConnection) {
-    let list: String = redis::cmd("CLIENT")
+async fn block_pubsub(con: &mut ::redis::aio::MultiplexedConnection) {
+    let list: String = ::redis::cmd("CLIENT")
         .arg("LIST")
         .query_async(con)
         .await
         .unwrap();
     let normal = list.lines().filter(|l| !l.contains(" sub=1 ")).count();
-    let _: () = redis::cmd("CONFIG")
+    let _: () = ::redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxclients")
         .arg(normal)
@@ -1186,8 +1186,8 @@ async fn block_pubsub(con: &mut redis::aio::MultiplexedConnection) {
     cut_pubsub(con).await;
 }
 
-async fn unblock_pubsub(con: &mut redis::aio::MultiplexedConnection) {
-    let _: () = redis::cmd("CONFIG")
+async fn unblock_pubsub(con: &mut ::redis::aio::MultiplexedConnection) {
+    let _: () = ::redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxclients")
         .arg(10_000)
@@ -1196,8 +1196,8 @@ async fn unblock_pubsub(con: &mut redis::aio::MultiplexedConnection) {
         .unwrap();
 }
 
-async fn subscribers(con: &mut redis::aio::MultiplexedConnection, node: &str) -> i64 {
-    let subs: (String, i64) = redis::cmd("PUBSUB")
+async fn subscribers(con: &mut ::redis::aio::MultiplexedConnection, node: &str) -> i64 {
+    let subs: (String, i64) = ::redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(format!("im:ctl:{node}"))
         .query_async(con)
@@ -1207,7 +1207,7 @@ async fn subscribers(con: &mut redis::aio::MultiplexedConnection, node: &str) ->
 }
 
 /// Waits until `node` is subscribed to its channel again; returns how long that took.
-async fn wait_subscribed(con: &mut redis::aio::MultiplexedConnection, node: &str) -> Duration {
+async fn wait_subscribed(con: &mut ::redis::aio::MultiplexedConnection, node: &str) -> Duration {
     let t = Instant::now();
     poll("the node to resubscribe", WAIT, || {
         let mut con = con.clone();
@@ -1962,7 +1962,7 @@ async fn a_clean_shutdown_leaves_nothing_of_the_node_in_redis() {
     }
     let kept = b.logged_in("stays", "web", None).await;
     let mut con = redis.manager().await;
-    let members: i64 = redis::cmd("SCARD")
+    let members: i64 = ::redis::cmd("SCARD")
         .arg("im:node:leave-a:u")
         .query_async(&mut con)
         .await
@@ -1970,26 +1970,26 @@ async fn a_clean_shutdown_leaves_nothing_of_the_node_in_redis() {
     assert_eq!(members, 40);
     let status = a.terminate();
     assert!(status.success(), "{status:?}");
-    let lease: Option<f64> = redis::cmd("ZSCORE")
+    let lease: Option<f64> = ::redis::cmd("ZSCORE")
         .arg("im:nodes")
         .arg("leave-a")
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(lease, None, "the lease is given up");
-    let set: i64 = redis::cmd("EXISTS")
+    let set: i64 = ::redis::cmd("EXISTS")
         .arg("im:node:leave-a:u")
         .query_async(&mut con)
         .await
         .unwrap();
     assert_eq!(set, 0, "the node's user set is removed");
-    let keys: Vec<String> = redis::cmd("KEYS")
+    let keys: Vec<String> = ::redis::cmd("KEYS")
         .arg("im:{*}")
         .query_async(&mut con)
         .await
         .unwrap();
     for k in &keys {
-        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+        let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
             .arg(k)
             .query_async(&mut con)
             .await
@@ -2032,6 +2032,7 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
         order: 0,
         ip: "127.0.0.1",
         replaces,
+        switch: None,
         lease_ms: 60_000,
         deadline_ms: 0,
     };
@@ -2055,7 +2056,7 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
         again,
         ScriptOutcome::Lost(KickReason::MultiDevice, Some(Platform::Iphone))
     );
-    let fields: Vec<String> = redis::cmd("HKEYS")
+    let fields: Vec<String> = ::redis::cmd("HKEYS")
         .arg(format!("im:{{{APP}:sup}}"))
         .query_async(&mut con)
         .await

@@ -6,6 +6,10 @@
 //! Every test boots its own gateway on 127.0.0.1:0. Waits are for events, with a timeout; the only
 //! sleeps are where the contract itself is about time (deadlines, expiry, the throttle window), and
 //! those are configured to one or two seconds.
+//!
+//! Every test runs twice (`on_both_stores!`): `name::embedded` against the in-process registry and
+//! `name::redis` against a one-node cluster with its own redis-server, so both presence stores keep
+//! the same rules.
 
 mod common;
 
@@ -115,6 +119,18 @@ async fn wait_offline(gw: &Gateway, user: &str, within: Duration) -> Duration {
             "{user} still online after {within:?}: {u}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// After a logout or close: the user is Offline at once with the embedded store; with Redis the
+/// unregister is written in the background (a logout never waits for Redis), so it lands within a
+/// round trip.
+async fn offline_after_logout(store: Store, gw: &Gateway, user: &str) {
+    match store {
+        Store::Embedded => assert_eq!(online(gw, user).await["status"], "Offline"),
+        Store::Redis => {
+            wait_offline(gw, user, Duration::from_secs(2)).await;
+        }
     }
 }
 
@@ -249,9 +265,9 @@ impl XorShift {
 // ---------------------------------------------------------------------------------------------
 // §2 UserSig: codes and their order
 
-#[tokio::test]
-async fn sig_failures_answer_their_codes_in_table_order_on_login() {
-    let gw = Gateway::start_with(&config("[throttle]\nmax_failures = 1000", &second_app()));
+on_both_stores!(sig_failures_answer_their_codes_in_table_order_on_login);
+async fn sig_failures_answer_their_codes_in_table_order_on_login(store: Store) {
+    let gw = store.start_with(&config("[throttle]\nmax_failures = 1000", &second_app()));
     let mut c = gw.client().await;
     let now = now_secs();
     let bomb = {
@@ -378,9 +394,9 @@ async fn sig_failures_answer_their_codes_in_table_order_on_login() {
     assert_eq!(code(&r), 0, "{r}");
 }
 
-#[tokio::test]
-async fn sig_failures_answer_their_codes_on_refresh_and_leave_the_session() {
-    let gw = Gateway::start_with(&config("[throttle]\nmax_failures = 1000", &second_app()));
+on_both_stores!(sig_failures_answer_their_codes_on_refresh_and_leave_the_session);
+async fn sig_failures_answer_their_codes_on_refresh_and_leave_the_session(store: Store) {
+    let gw = store.start_with(&config("[throttle]\nmax_failures = 1000", &second_app()));
     let now = now_secs();
     let mut c = gw.client().await;
     let first = sig_at("alice", now, 1000);
@@ -453,9 +469,9 @@ async fn sig_failures_answer_their_codes_on_refresh_and_leave_the_session() {
     );
 }
 
-#[tokio::test]
-async fn expired_sig_is_70001_and_valid_until_its_second() {
-    let gw = Gateway::start();
+on_both_stores!(expired_sig_is_70001_and_valid_until_its_second);
+async fn expired_sig_is_70001_and_valid_until_its_second(store: Store) {
+    let gw = store.start();
     // a ticket ending on a second boundary at least 300 ms away
     let end = (now_ms() + 1300) / 1000;
     let ticket = sig_at("alice", end - 100, 100);
@@ -475,9 +491,9 @@ async fn expired_sig_is_70001_and_valid_until_its_second() {
 // ---------------------------------------------------------------------------------------------
 // §2 throttle (70050)
 
-#[tokio::test]
-async fn throttle_blocks_the_key_and_counts_login_and_refresh_failures() {
-    let gw = Gateway::start_with(&config(
+on_both_stores!(throttle_blocks_the_key_and_counts_login_and_refresh_failures);
+async fn throttle_blocks_the_key_and_counts_login_and_refresh_failures(store: Store) {
+    let gw = store.start_with(&config(
         "[throttle]\nmax_failures = 3\nwindow_secs = 60",
         &second_app(),
     ));
@@ -570,9 +586,9 @@ async fn throttle_blocks_the_key_and_counts_login_and_refresh_failures() {
     assert_eq!(code(&r), 70050, "the success did not reset the count: {r}");
 }
 
-#[tokio::test]
-async fn throttle_window_slides_and_70050_answers_do_not_count() {
-    let gw = Gateway::start_with(&config("[throttle]\nmax_failures = 3\nwindow_secs = 2", ""));
+on_both_stores!(throttle_window_slides_and_70050_answers_do_not_count);
+async fn throttle_window_slides_and_70050_answers_do_not_count(store: Store) {
+    let gw = store.start_with(&config("[throttle]\nmax_failures = 3\nwindow_secs = 2", ""));
     let mut c = gw.client().await;
     let t0 = Instant::now();
     for _ in 0..3 {
@@ -607,9 +623,9 @@ async fn throttle_window_slides_and_70050_answers_do_not_count() {
 // ---------------------------------------------------------------------------------------------
 // §2 revocation (70052) through the admin kick
 
-#[tokio::test]
-async fn admin_kick_without_platform_revokes_old_sigs_and_fresh_ones_work() {
-    let gw = Gateway::start();
+on_both_stores!(admin_kick_without_platform_revokes_old_sigs_and_fresh_ones_work);
+async fn admin_kick_without_platform_revokes_old_sigs_and_fresh_ones_work(store: Store) {
+    let gw = store.start();
     let old = sig("alice");
     let mut a = gw.client().await;
     let r = a.login_with_sig("alice", "android", None, &old).await;
@@ -665,9 +681,9 @@ async fn admin_kick_without_platform_revokes_old_sigs_and_fresh_ones_work() {
 // ---------------------------------------------------------------------------------------------
 // §3 transport and encoding
 
-#[tokio::test]
-async fn other_paths_answer_404() {
-    let gw = Gateway::start();
+on_both_stores!(other_paths_answer_404);
+async fn other_paths_answer_404(store: Store) {
+    let gw = store.start();
     let base = gw.ws_url.replace("ws://", "http://").replace("/ws", "");
     for path in ["/", "/other", "/ws/x", "/wss", "/v1/online"] {
         let (status, _) = http(&base, "GET", path, None, None).await;
@@ -687,9 +703,9 @@ async fn other_paths_answer_404() {
     assert_eq!(code(&c.request(json!({"type":"ping"})).await), 0);
 }
 
-#[tokio::test]
-async fn message_over_max_frame_bytes_closes_1009() {
-    let gw = Gateway::start_with(&config(
+on_both_stores!(message_over_max_frame_bytes_closes_1009);
+async fn message_over_max_frame_bytes_closes_1009(store: Store) {
+    let gw = store.start_with(&config(
         "max_frame_bytes = 1024\nmax_payload_bytes = 200",
         "",
     ));
@@ -738,9 +754,9 @@ async fn message_over_max_frame_bytes_closes_1009() {
     assert_eq!(online(&gw, "bob").await["status"], "Online");
 }
 
-#[tokio::test]
-async fn undecodable_frames_close_1007_and_leave_others_alone() {
-    let gw = Gateway::start();
+on_both_stores!(undecodable_frames_close_1007_and_leave_others_alone);
+async fn undecodable_frames_close_1007_and_leave_others_alone(store: Store) {
+    let gw = store.start();
     let mut bystander = gw.logged_in("bob", "web", None).await;
     let good = sig("alice");
     let cases: Vec<(&str, Message)> = vec![
@@ -850,9 +866,9 @@ async fn undecodable_frames_close_1007_and_leave_others_alone() {
     assert_eq!(bystander.recv().await["payload"], "still here");
 }
 
-#[tokio::test]
-async fn bad_values_answer_7003_or_6017_not_1007() {
-    let gw = Gateway::start_with(&config("max_payload_bytes = 100", ""));
+on_both_stores!(bad_values_answer_7003_or_6017_not_1007);
+async fn bad_values_answer_7003_or_6017_not_1007(store: Store) {
+    let gw = store.start_with(&config("max_payload_bytes = 100", ""));
     let mut c = gw.client().await;
     let long_user = "u".repeat(33);
     let cases: Vec<(&str, Value, u64)> = vec![
@@ -1002,9 +1018,9 @@ async fn bad_values_answer_7003_or_6017_not_1007() {
     assert_eq!(r["data"]["user_id"], "alice");
 }
 
-#[tokio::test]
-async fn bincode_requests_get_bincode_responses_and_pushes_follow_the_login_frame() {
-    let gw = Gateway::start();
+on_both_stores!(bincode_requests_get_bincode_responses_and_pushes_follow_the_login_frame);
+async fn bincode_requests_get_bincode_responses_and_pushes_follow_the_login_frame(store: Store) {
+    let gw = store.start();
     let mut b = gw.client().await;
     let r = request_bincode(&mut b, |seq| {
         bincode_login(seq, "bob", "web", Some("tab-1"))
@@ -1101,9 +1117,9 @@ async fn bincode_requests_get_bincode_responses_and_pushes_follow_the_login_fram
     b.expect_close(4501).await;
 }
 
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order_in_their_encoding() {
-    let gw = Gateway::start_with(&config("[throttle]\nmax_failures = 1000", ""));
+on_both_stores!(pipelined_requests_are_answered_in_order_in_their_encoding);
+async fn pipelined_requests_are_answered_in_order_in_their_encoding(store: Store) {
+    let gw = store.start_with(&config("[throttle]\nmax_failures = 1000", ""));
     let mut peer = gw.logged_in("peer", "web", None).await;
     let mut c = gw.client().await;
     // (request, encoding, expected code, expected data or Null for "do not check")
@@ -1228,9 +1244,9 @@ async fn pipelined_requests_are_answered_in_order_in_their_encoding() {
 // ---------------------------------------------------------------------------------------------
 // §4–§6 requests, response shapes, codes
 
-#[tokio::test]
-async fn every_response_has_its_documented_shape() {
-    let gw = Gateway::start();
+on_both_stores!(every_response_has_its_documented_shape);
+async fn every_response_has_its_documented_shape(store: Store) {
+    let gw = store.start();
     let mut c = gw.client().await;
     let r = c.request(json!({"type":"get_login_user"})).await;
     assert_eq!(
@@ -1319,9 +1335,9 @@ async fn every_response_has_its_documented_shape() {
     assert_eq!(r["seq"], u64::MAX);
 }
 
-#[tokio::test]
-async fn send_counts_the_recipients_sockets_but_never_the_sender() {
-    let gw = Gateway::start();
+on_both_stores!(send_counts_the_recipients_sockets_but_never_the_sender);
+async fn send_counts_the_recipients_sockets_but_never_the_sender(store: Store) {
+    let gw = store.start();
     let mut a1 = gw.logged_in("alice", "web", None).await;
     let mut a2 = gw.logged_in("alice", "android", None).await;
     let mut b = gw.logged_in("bob", "mac", None).await;
@@ -1373,9 +1389,9 @@ async fn send_counts_the_recipients_sockets_but_never_the_sender() {
 // ---------------------------------------------------------------------------------------------
 // §7 the session state machine
 
-#[tokio::test]
-async fn requests_needing_a_session_answer_6014_when_logged_out() {
-    let gw = Gateway::start();
+on_both_stores!(requests_needing_a_session_answer_6014_when_logged_out);
+async fn requests_needing_a_session_answer_6014_when_logged_out(store: Store) {
+    let gw = store.start();
     let mut c = gw.client().await;
     for round in 0..2 {
         for v in [
@@ -1399,13 +1415,15 @@ async fn requests_needing_a_session_answer_6014_when_logged_out() {
         assert_eq!(code(&c.request(json!({"type":"logout"})).await), 0);
         let r = c.request(json!({"type":"get_login_status"})).await;
         assert_eq!(r["data"]["status"], 3);
-        assert_eq!(online(&gw, "alice").await["status"], "Offline");
+        offline_after_logout(store, &gw, "alice").await;
     }
 }
 
-#[tokio::test]
-async fn login_deadline_closes_4000_is_not_extended_by_failures_and_restarts_on_logout() {
-    let gw = Gateway::start_with(&config("login_timeout_secs = 2", ""));
+on_both_stores!(login_deadline_closes_4000_is_not_extended_by_failures_and_restarts_on_logout);
+async fn login_deadline_closes_4000_is_not_extended_by_failures_and_restarts_on_logout(
+    store: Store,
+) {
+    let gw = store.start_with(&config("login_timeout_secs = 2", ""));
     let silent = async {
         let t0 = Instant::now();
         let mut c = gw.client().await;
@@ -1459,10 +1477,10 @@ async fn login_deadline_closes_4000_is_not_extended_by_failures_and_restarts_on_
     assert!(total >= secs(4.4), "{total:?}");
 }
 
-#[tokio::test]
-async fn idle_socket_closes_4001_and_the_app_ping_keeps_it_alive() {
+on_both_stores!(idle_socket_closes_4001_and_the_app_ping_keeps_it_alive);
+async fn idle_socket_closes_4001_and_the_app_ping_keeps_it_alive(store: Store) {
     // no WebSocket pings from the server here: only the client's own frames count
-    let gw = Gateway::start_with(&config(
+    let gw = store.start_with(&config(
         "idle_timeout_secs = 2\nping_interval_secs = 60",
         "",
     ));
@@ -1494,13 +1512,13 @@ async fn idle_socket_closes_4001_and_the_app_ping_keeps_it_alive() {
         "silent socket closed after {silent:?}"
     );
     // both sessions left presence
-    assert_eq!(online(&gw, "alice").await["status"], "Offline");
-    assert_eq!(online(&gw, "bob").await["status"], "Offline");
+    offline_after_logout(store, &gw, "alice").await;
+    offline_after_logout(store, &gw, "bob").await;
 }
 
-#[tokio::test]
-async fn server_pings_every_interval_and_pongs_keep_the_socket_alive() {
-    let gw = Gateway::start_with(&config("idle_timeout_secs = 2\nping_interval_secs = 1", ""));
+on_both_stores!(server_pings_every_interval_and_pongs_keep_the_socket_alive);
+async fn server_pings_every_interval_and_pongs_keep_the_socket_alive(store: Store) {
+    let gw = store.start_with(&config("idle_timeout_secs = 2\nping_interval_secs = 1", ""));
     let mut reader = gw.logged_in("alice", "web", None).await;
     // never polled: it cannot answer the pings
     let deaf = gw.logged_in("bob", "web", None).await;
@@ -1544,9 +1562,9 @@ async fn server_pings_every_interval_and_pongs_keep_the_socket_alive() {
     }
 }
 
-#[tokio::test]
-async fn a_failed_login_leaves_a_logged_in_session_as_it_was() {
-    let gw = Gateway::start();
+on_both_stores!(a_failed_login_leaves_a_logged_in_session_as_it_was);
+async fn a_failed_login_leaves_a_logged_in_session_as_it_was(store: Store) {
+    let gw = store.start();
     let mut c = gw.logged_in("alice", "web", Some("tab-1")).await;
     let before = online(&gw, "alice").await;
     let attempts: Vec<(&str, Value, u64)> = vec![
@@ -1600,9 +1618,9 @@ async fn a_failed_login_leaves_a_logged_in_session_as_it_was() {
     assert_eq!(c.recv().await["payload"], "there?");
 }
 
-#[tokio::test]
-async fn same_user_relogin_on_a_socket_updates_it_in_place() {
-    let gw = Gateway::start();
+on_both_stores!(same_user_relogin_on_a_socket_updates_it_in_place);
+async fn same_user_relogin_on_a_socket_updates_it_in_place(store: Store) {
+    let gw = store.start();
     let mut a = gw.logged_in("alice", "web", None).await;
     let mut phone = gw.logged_in("alice", "iphone", None).await;
     assert_eq!(instances(&gw, "alice").await.len(), 2);
@@ -1644,9 +1662,9 @@ async fn same_user_relogin_on_a_socket_updates_it_in_place() {
     assert_eq!(a.recv().await["payload"], "x");
 }
 
-#[tokio::test]
-async fn switching_account_logs_the_old_user_out_without_a_kick() {
-    let gw = Gateway::start();
+on_both_stores!(switching_account_logs_the_old_user_out_without_a_kick);
+async fn switching_account_logs_the_old_user_out_without_a_kick(store: Store) {
+    let gw = store.start();
     let mut a = gw.logged_in("alice", "web", None).await;
     let mut other = gw.logged_in("alice", "android", None).await;
     let r = a.login("bob", "web", None).await;
@@ -1678,12 +1696,12 @@ async fn switching_account_logs_the_old_user_out_without_a_kick() {
     // switch away and alice leaves presence entirely once her last socket logs out
     let r = other.request(json!({"type":"logout"})).await;
     assert_eq!(code(&r), 0);
-    assert_eq!(online(&gw, "alice").await["status"], "Offline");
+    offline_after_logout(store, &gw, "alice").await;
 }
 
-#[tokio::test]
-async fn kicks_push_kicked_offline_then_close() {
-    let gw = Gateway::start();
+on_both_stores!(kicks_push_kicked_offline_then_close);
+async fn kicks_push_kicked_offline_then_close(store: Store) {
+    let gw = store.start();
     // multi_device: android and iphone share a group under the default (dual) policy
     let mut a = gw.logged_in("alice", "android", None).await;
     let _b = gw.logged_in("alice", "iphone", None).await;
@@ -1728,9 +1746,11 @@ async fn kicks_push_kicked_offline_then_close() {
     );
 }
 
-#[tokio::test]
-async fn user_sig_expiry_pushes_within_1_5_s_logs_out_and_restarts_the_login_deadline() {
-    let gw = Gateway::start_with(&config("login_timeout_secs = 2", ""));
+on_both_stores!(user_sig_expiry_pushes_within_1_5_s_logs_out_and_restarts_the_login_deadline);
+async fn user_sig_expiry_pushes_within_1_5_s_logs_out_and_restarts_the_login_deadline(
+    store: Store,
+) {
+    let gw = store.start_with(&config("login_timeout_secs = 2", ""));
     let t = now_secs();
     let expiry_ms = (t + 2) * 1000;
     let mut a = gw.client().await;
@@ -1773,7 +1793,7 @@ async fn user_sig_expiry_pushes_within_1_5_s_logs_out_and_restarts_the_login_dea
         .request(json!({"type":"send","to":"bob","payload":"x"}))
         .await;
     assert_eq!(code(&r), 6014);
-    assert_eq!(online(&gw, "alice").await["status"], "Offline");
+    offline_after_logout(store, &gw, "alice").await;
     // the bincode socket logs in again (within its restarted deadline) and stays
     let r = request_bincode(&mut b, |seq| ClientMsg::GetLoginStatus { seq }).await;
     assert!(matches!(
@@ -1800,9 +1820,9 @@ async fn user_sig_expiry_pushes_within_1_5_s_logs_out_and_restarts_the_login_dea
     );
 }
 
-#[tokio::test]
-async fn refresh_sig_and_relogin_move_the_expiry() {
-    let gw = Gateway::start();
+on_both_stores!(refresh_sig_and_relogin_move_the_expiry);
+async fn refresh_sig_and_relogin_move_the_expiry(store: Store) {
+    let gw = store.start();
     let t = now_secs();
     let old_expiry_ms = (t + 2) * 1000;
     let new_expiry_ms = (t + 4) * 1000;
@@ -1855,9 +1875,9 @@ async fn refresh_sig_and_relogin_move_the_expiry() {
     );
 }
 
-#[tokio::test]
-async fn slow_consumer_is_closed_4003() {
-    let gw = Gateway::start_with(&config(
+on_both_stores!(slow_consumer_is_closed_4003);
+async fn slow_consumer_is_closed_4003(store: Store) {
+    let gw = store.start_with(&config(
         "max_payload_bytes = 60000\noutbound_queue = 8\noutbound_bytes = 65536",
         "",
     ));
@@ -1886,7 +1906,7 @@ async fn slow_consumer_is_closed_4003() {
         gone,
         "the victim was never dropped after {delivered} messages"
     );
-    assert_eq!(online(&gw, "victim").await["status"], "Offline");
+    offline_after_logout(store, &gw, "victim").await;
     // the flooder is unaffected
     let r = flooder.request(json!({"type":"ping"})).await;
     assert_eq!(code(&r), 0);
@@ -1917,9 +1937,9 @@ async fn slow_consumer_is_closed_4003() {
     }
 }
 
-#[tokio::test]
-async fn sigterm_closes_every_socket_1001_and_exits_0() {
-    let gw = Gateway::start();
+on_both_stores!(sigterm_closes_every_socket_1001_and_exits_0);
+async fn sigterm_closes_every_socket_1001_and_exits_0(store: Store) {
+    let gw = store.start();
     let ws_url = gw.ws_url.clone();
     let mut a = gw.logged_in("alice", "web", None).await;
     let mut idle = gw.client().await;
@@ -1949,10 +1969,10 @@ async fn sigterm_closes_every_socket_1001_and_exits_0() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_right_after_start_exits_0() {
+on_both_stores!(sigterm_right_after_start_exits_0);
+async fn sigterm_right_after_start_exits_0(store: Store) {
     for _ in 0..5 {
-        let mut gw = Gateway::start();
+        let mut gw = store.start();
         let status = tokio::task::spawn_blocking(move || gw.terminate())
             .await
             .unwrap();
@@ -1960,9 +1980,9 @@ async fn sigterm_right_after_start_exits_0() {
     }
 }
 
-#[tokio::test]
-async fn a_closed_socket_leaves_presence_at_once() {
-    let gw = Gateway::start();
+on_both_stores!(a_closed_socket_leaves_presence_at_once);
+async fn a_closed_socket_leaves_presence_at_once(store: Store) {
+    let gw = store.start();
     let mut a = gw.logged_in("alice", "web", None).await;
     let b = gw.logged_in("bob", "web", None).await;
     let mut c = Client::connect_with(&gw.ws_url, IP2, None).await;
@@ -1985,9 +2005,9 @@ async fn a_closed_socket_leaves_presence_at_once() {
 // ---------------------------------------------------------------------------------------------
 // robustness
 
-#[tokio::test]
-async fn a_thousand_logins_on_one_socket() {
-    let gw = Gateway::start();
+on_both_stores!(a_thousand_logins_on_one_socket);
+async fn a_thousand_logins_on_one_socket(store: Store) {
+    let gw = store.start();
     let mut bystander = gw.logged_in("zed", "web", None).await;
     let mut c = gw.client().await;
     let platforms = [
@@ -2026,9 +2046,9 @@ async fn a_thousand_logins_on_one_socket() {
     assert_eq!(c.recv().await["payload"], "p");
 }
 
-#[tokio::test]
-async fn garbage_frames_leave_the_gateway_up() {
-    let gw = Gateway::start();
+on_both_stores!(garbage_frames_leave_the_gateway_up);
+async fn garbage_frames_leave_the_gateway_up(store: Store) {
+    let gw = store.start();
     let mut a = gw.logged_in("alice", "web", None).await;
     let mut b = gw.logged_in("bob", "web", None).await;
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -2074,7 +2094,7 @@ async fn garbage_frames_leave_the_gateway_up() {
             assert_eq!(b.recv().await["payload"], format!("after {i}"));
         }
     }
-    assert_eq!(online(&gw, "mallory").await["status"], "Offline");
+    offline_after_logout(store, &gw, "mallory").await;
     let mut fresh = gw.logged_in("carol", "web", None).await;
     let r = fresh.request(json!({"type":"ping"})).await;
     assert_eq!(code(&r), 0);
@@ -2082,11 +2102,11 @@ async fn garbage_frames_leave_the_gateway_up() {
     assert_eq!(st, 200);
 }
 
+on_both_stores!(a_client_close_is_answered_with_a_close_frame);
 /// A close frame from the client is answered with a close frame (the closing handshake of
 /// RFC 6455), and the session leaves presence.
-#[tokio::test]
-async fn a_client_close_is_answered_with_a_close_frame() {
-    let gw = Gateway::start();
+async fn a_client_close_is_answered_with_a_close_frame(store: Store) {
+    let gw = store.start();
     let mut c = gw.logged_in("echo", "web", None).await;
     c.close().await;
     match c.recv_frame().await {

@@ -1,5 +1,9 @@
 //! Contract §8 end to end: the multi-device policy with real sockets against the real binary.
 //!
+//! Every test runs twice (`on_both_stores!`): `name::embedded` against the in-process registry and
+//! `name::redis` against a one-node cluster with its own redis-server, so both presence stores keep
+//! the same rules.
+//!
 //! Every scenario logs devices in one after the other and states, for each login, exactly which
 //! earlier sockets it kicks and why. After each step every victim must get exactly one
 //! `kicked_offline` (reason, `by_platform` = the newcomer's platform) and then close 4501 without
@@ -208,13 +212,13 @@ async fn scenario(gw: &Gateway, user: &str, steps: &[(&'static str, &[usize])]) 
     devs
 }
 
-fn gateway(app_lines: &str) -> Gateway {
-    Gateway::start_with(&config("", app_lines))
+fn gateway(store: Store, app_lines: &str) -> Gateway {
+    store.start_with(&config("", app_lines))
 }
 
-#[tokio::test]
-async fn single_one_platform_at_a_time() {
-    let gw = gateway("policy = \"single\"");
+on_both_stores!(single_one_platform_at_a_time);
+async fn single_one_platform_at_a_time(store: Store) {
+    let gw = gateway(store, "policy = \"single\"");
     scenario(
         &gw,
         "u-single",
@@ -233,10 +237,10 @@ async fn single_one_platform_at_a_time() {
     .await;
 }
 
-#[tokio::test]
-async fn dual_is_the_default_web_beside_one_native() {
+on_both_stores!(dual_is_the_default_web_beside_one_native);
+async fn dual_is_the_default_web_beside_one_native(store: Store) {
     // No policy line: dual is the default.
-    let gw = gateway("");
+    let gw = gateway(store, "");
     let devs = scenario(
         &gw,
         "u-dual",
@@ -261,9 +265,9 @@ async fn dual_is_the_default_web_beside_one_native() {
     assert_eq!(online, ["android", "web"]);
 }
 
-#[tokio::test]
-async fn triple_mobile_desktop_web() {
-    let gw = gateway("policy = \"triple\"");
+on_both_stores!(triple_mobile_desktop_web);
+async fn triple_mobile_desktop_web(store: Store) {
+    let gw = gateway(store, "policy = \"triple\"");
     scenario(
         &gw,
         "u-triple",
@@ -282,9 +286,9 @@ async fn triple_mobile_desktop_web() {
     .await;
 }
 
-#[tokio::test]
-async fn multi_every_platform_alone() {
-    let gw = gateway("policy = \"multi\"");
+on_both_stores!(multi_every_platform_alone);
+async fn multi_every_platform_alone(store: Store) {
+    let gw = gateway(store, "policy = \"multi\"");
     scenario(
         &gw,
         "u-multi",
@@ -305,10 +309,13 @@ async fn multi_every_platform_alone() {
     .await;
 }
 
-#[tokio::test]
-async fn custom_groups_and_unlisted_platforms_alone() {
+on_both_stores!(custom_groups_and_unlisted_platforms_alone);
+async fn custom_groups_and_unlisted_platforms_alone(store: Store) {
     // ipad and linux are unlisted: each alone; web shares a group with the desktops.
-    let gw = gateway("groups = [[\"android\",\"iphone\"],[\"windows\",\"mac\",\"web\"]]");
+    let gw = gateway(
+        store,
+        "groups = [[\"android\",\"iphone\"],[\"windows\",\"mac\",\"web\"]]",
+    );
     scenario(
         &gw,
         "u-custom",
@@ -329,10 +336,10 @@ async fn custom_groups_and_unlisted_platforms_alone() {
     .await;
 }
 
-#[tokio::test]
-async fn custom_groups_android_iphone_pair() {
+on_both_stores!(custom_groups_android_iphone_pair);
+async fn custom_groups_android_iphone_pair(store: Store) {
     // The example of the brief: only android and iphone exclude each other; all else is alone.
-    let gw = gateway("groups = [[\"android\",\"iphone\"]]");
+    let gw = gateway(store, "groups = [[\"android\",\"iphone\"]]");
     scenario(
         &gw,
         "u-pair",
@@ -351,9 +358,9 @@ async fn custom_groups_android_iphone_pair() {
     .await;
 }
 
-#[tokio::test]
-async fn max_instances_kicks_the_earliest() {
-    let gw = gateway("[app.max_instances]\nweb = 3\n");
+on_both_stores!(max_instances_kicks_the_earliest);
+async fn max_instances_kicks_the_earliest(store: Store) {
+    let gw = gateway(store, "[app.max_instances]\nweb = 3\n");
     let mut devs = Vec::new();
     let u = "u-cap";
     step(&gw, &mut devs, u, "web", Some("t1"), &[]).await;
@@ -377,9 +384,9 @@ async fn max_instances_kicks_the_earliest() {
     assert_eq!(at.len(), 4, "{v}");
 }
 
-#[tokio::test]
-async fn earliest_means_earliest_login_not_earliest_connection() {
-    let gw = gateway("[app.max_instances]\nweb = 2\n");
+on_both_stores!(earliest_means_earliest_login_not_earliest_connection);
+async fn earliest_means_earliest_login_not_earliest_connection(store: Store) {
+    let gw = gateway(store, "[app.max_instances]\nweb = 2\n");
     let u = "u-order";
     let mut a = gw.client().await;
     let mut b = gw.client().await;
@@ -401,9 +408,9 @@ async fn earliest_means_earliest_login_not_earliest_connection() {
     assert_eq!(probe(&mut d).await, Fate::Alive);
 }
 
-#[tokio::test]
-async fn same_instance_id_is_replaced_and_nothing_else() {
-    let gw = gateway("[app.max_instances]\nweb = 3\n");
+on_both_stores!(same_instance_id_is_replaced_and_nothing_else);
+async fn same_instance_id_is_replaced_and_nothing_else(store: Store) {
+    let gw = gateway(store, "[app.max_instances]\nweb = 3\n");
     let mut devs = Vec::new();
     let u = "u-replace";
     step(&gw, &mut devs, u, "web", Some("t1"), &[]).await;
@@ -418,9 +425,9 @@ async fn same_instance_id_is_replaced_and_nothing_else() {
     step(&gw, &mut devs, u, "web", None, &[(3, "multi_device")]).await;
 }
 
-#[tokio::test]
-async fn same_instance_id_on_another_platform_is_not_a_replacement() {
-    let gw = gateway("");
+on_both_stores!(same_instance_id_on_another_platform_is_not_a_replacement);
+async fn same_instance_id_on_another_platform_is_not_a_replacement(store: Store) {
+    let gw = gateway(store, "");
     let mut devs = Vec::new();
     let u = "u-iid";
     step(&gw, &mut devs, u, "web", Some("dev-1"), &[]).await;
@@ -440,9 +447,9 @@ async fn same_instance_id_on_another_platform_is_not_a_replacement() {
     step(&gw, &mut devs, u, "web", Some("dev-1"), &[(0, "replaced")]).await;
 }
 
-#[tokio::test]
-async fn steps_apply_in_order_replaced_then_group_then_cap() {
-    let gw = gateway("[app.max_instances]\nweb = 2\nandroid = 2\n");
+on_both_stores!(steps_apply_in_order_replaced_then_group_then_cap);
+async fn steps_apply_in_order_replaced_then_group_then_cap(store: Store) {
+    let gw = gateway(store, "[app.max_instances]\nweb = 2\nandroid = 2\n");
     let mut devs = Vec::new();
     let u = "u-steps";
     step(&gw, &mut devs, u, "web", Some("t1"), &[]).await; // 0
@@ -479,9 +486,9 @@ async fn steps_apply_in_order_replaced_then_group_then_cap() {
     assert!(devs[0].online && devs[2].online);
 }
 
-#[tokio::test]
-async fn relogin_on_the_same_socket_is_never_kicked() {
-    let gw = gateway("");
+on_both_stores!(relogin_on_the_same_socket_is_never_kicked);
+async fn relogin_on_the_same_socket_is_never_kicked(store: Store) {
+    let gw = gateway(store, "");
     let u = "u-relogin";
     let mut s = gw.logged_in(u, "android", None).await;
     let mut w = gw.logged_in(u, "web", None).await;
@@ -498,9 +505,9 @@ async fn relogin_on_the_same_socket_is_never_kicked() {
     assert_eq!(presence(&gw, u).await, [("web".into(), Some("tab".into()))]);
 }
 
-#[tokio::test]
-async fn different_users_never_interfere() {
-    let gw = gateway("policy = \"single\"");
+on_both_stores!(different_users_never_interfere);
+async fn different_users_never_interfere(store: Store) {
+    let gw = gateway(store, "policy = \"single\"");
     let mut devs = Vec::new();
     let mut bob = Vec::new();
     step(&gw, &mut devs, "alice", "web", Some("tab-1"), &[]).await;
@@ -637,11 +644,15 @@ async fn watch_all(
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_logins_leave_the_policy_satisfied() {
+on_both_stores!(
+    concurrent_logins_leave_the_policy_satisfied,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn concurrent_logins_leave_the_policy_satisfied(store: Store) {
     const N: usize = 40;
     const ROUNDS: usize = 5;
-    let gw = gateway("[app.max_instances]\nweb = 3\nandroid = 2\n");
+    let gw = gateway(store, "[app.max_instances]\nweb = 3\nandroid = 2\n");
     let platforms = [
         "web", "android", "iphone", "web", "mac", "android", "web", "ipad", "web", "windows",
         "linux",

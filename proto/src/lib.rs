@@ -1,7 +1,7 @@
 //! imgate-proto: the imgate wire protocol, alone.
 //!
 //! What this crate owns: every message a client and the gateway exchange (contract §4–§5), the result
-//! codes (§2, §6), the platforms, the login status values and close codes (§7), and the one codec that
+//! codes (§2, §6), the platforms, the login status values and close codes (§7), the identity rules (§1), and the one codec that
 //! turns them into WebSocket frame payloads: JSON for text frames, bincode 2 (standard config) for
 //! binary frames, both under a size limit with a typed decode error.
 //!
@@ -11,6 +11,7 @@
 
 mod code;
 mod codec;
+mod ids;
 mod msg;
 mod platform;
 
@@ -19,5 +20,6 @@ pub use codec::{
     decode_client, decode_server, encode_client, encode_server, DecodeError, Encoding,
     MAX_FRAME_LIMIT,
 };
+pub use ids::{valid_instance_id, valid_user_id};
 pub use msg::{ClientMsg, KickReason, ResponseData, ServerMsg};
 pub use platform::{Platform, ALL_PLATFORMS};

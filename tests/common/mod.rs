@@ -3,6 +3,8 @@
 //! for the event they expect, with a timeout.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use futures_util::{SinkExt, StreamExt};
 use imgate::usersig::{self, SigKey};
 use imgate_proto::{decode_server, encode_client, ClientMsg, Encoding, ServerMsg};
@@ -27,6 +29,59 @@ pub struct Gateway {
     pub ws_url: String,
     pub admin_url: String,
     _dir: tempdir::Dir,
+    /// The one-node cluster's Redis ([`Store::Redis`]), stopped after the gateway.
+    _redis: Option<redis::RedisServer>,
+}
+
+/// Which presence store a test's gateway uses: the suites of contract §7 and §8 run against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The in-process registry (no `[cluster]` table).
+    Embedded,
+    /// A one-node cluster with its own redis-server.
+    Redis,
+}
+
+impl Store {
+    /// A gateway with the default test config on this store.
+    pub fn start(self) -> Gateway {
+        self.start_with(&config("", ""))
+    }
+
+    /// A gateway with this config text on this store (Redis: a `[cluster]` table is appended).
+    pub fn start_with(self, config_text: &str) -> Gateway {
+        match self {
+            Store::Embedded => Gateway::start_with(config_text),
+            Store::Redis => {
+                let server = redis::RedisServer::start();
+                let text = format!(
+                    "{config_text}\n[cluster]\nredis_url = \"{}\"\nnode_id = \"solo\"\nlease_ms = 2000\nheartbeat_ms = 500\nreconcile_secs = 1\nredis_timeout_ms = 500\n",
+                    server.url()
+                );
+                let mut gw = Gateway::start_with(&text);
+                gw._redis = Some(server);
+                gw
+            }
+        }
+    }
+}
+
+/// Runs an `async fn name(store: Store)` test once per store, as `name::embedded` and
+/// `name::redis`; extra tokens go to `#[tokio::test(...)]`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($name:ident $(, $($arg:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($arg)*))?]
+            async fn embedded() {
+                super::$name($crate::common::Store::Embedded).await
+            }
+            #[tokio::test$(($($arg)*))?]
+            async fn redis() {
+                super::$name($crate::common::Store::Redis).await
+            }
+        }
+    };
 }
 
 mod tempdir {
@@ -135,6 +190,7 @@ impl Gateway {
             ws_url: ws_url.unwrap(),
             admin_url: admin_url.unwrap(),
             _dir: dir,
+            _redis: None,
         };
         (gw, printed)
     }

@@ -348,6 +348,34 @@ mod tests {
         to_url_alphabet(&STANDARD.encode(z.finish().unwrap()))
     }
 
+    /// Encodes raw JSON text (which a `Value` cannot hold when a key repeats).
+    fn encode_raw(json: &str) -> String {
+        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+        z.write_all(json.as_bytes()).unwrap();
+        to_url_alphabet(&STANDARD.encode(z.finish().unwrap()))
+    }
+
+    #[test]
+    fn a_duplicate_json_key_is_undecodable() {
+        let d = decode(PY_SIG).unwrap();
+        let fields = format!(
+            r#""TLS.ver":"2.0","TLS.sdkappid":{},"TLS.expire":{},"TLS.time":{},"TLS.sig":"{}""#,
+            d.sdkappid, d.expire, d.time, d.sig
+        );
+        let once = format!(r#"{{"TLS.identifier":"xiaojun",{fields}}}"#);
+        assert_eq!(decode(&encode_raw(&once)).unwrap(), d);
+        for twice in [
+            format!(r#"{{"TLS.identifier":"xiaojun","TLS.identifier":"xiaojun",{fields}}}"#),
+            format!(r#"{{"TLS.identifier":"other",{fields},"TLS.identifier":"xiaojun"}}"#),
+            format!(
+                r#"{{"TLS.identifier":"xiaojun",{fields},"TLS.userbuf":"a","TLS.userbuf":"b"}}"#
+            ),
+        ] {
+            let e = decode(&encode_raw(&twice)).unwrap_err();
+            assert_eq!(e.code(), Code::SigUndecodable, "{twice}: {e}");
+        }
+    }
+
     fn doc_of(sig: &str) -> serde_json::Value {
         serde_json::to_value(decode(sig).unwrap()).unwrap()
     }

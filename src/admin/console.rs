@@ -11,7 +11,7 @@
 //! needs the admin token and is answered only by the development gateway or with
 //! `dev_usersig = true`; otherwise it is 404 like any unknown path.
 
-use crate::admin::ApiError;
+use super::error::{check_user, parse_body, ApiError};
 use crate::gateway::Gateway;
 use crate::usersig::{self, DEFAULT_EXPIRE_SECS};
 use axum::body::Bytes;
@@ -20,7 +20,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 mod assets {
@@ -30,39 +29,6 @@ mod assets {
 /// Served with every console file: the page runs no inline script and talks only to the gateway.
 const CSP: &str =
     "default-src 'self'; connect-src 'self' ws: wss: http: https:; style-src 'self'; img-src 'self' data:";
-
-/// Where the page connects: the WebSocket listener's address and scheme.
-#[derive(Debug, Clone, Copy)]
-pub struct WsEndpoint {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
-
-impl WsEndpoint {
-    /// The URL a browser that reached the admin listener as `host` uses: the listener's own address,
-    /// or, when it listens on every interface, the host name the browser used with the WS port.
-    pub fn url_for(&self, host: Option<&str>) -> String {
-        let scheme = if self.tls { "wss" } else { "ws" };
-        let ip = self.addr.ip();
-        let hostname = match host.map(host_without_port) {
-            Some(h) if ip.is_unspecified() && !h.is_empty() => h.to_owned(),
-            _ if ip.is_ipv6() => format!("[{ip}]"),
-            _ => ip.to_string(),
-        };
-        format!("{scheme}://{hostname}:{}/ws", self.addr.port())
-    }
-}
-
-fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 2]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
 
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {
@@ -140,8 +106,8 @@ pub async fn mint(
     if !cfg.dev_usersig {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found"));
     }
-    let b: MintBody = crate::admin::parse_body(&body)?;
-    crate::admin::check_user("user_id", &b.user_id)?;
+    let b: MintBody = parse_body(&body)?;
+    check_user("user_id", &b.user_id)?;
     let app = match b.sdk_app_id {
         Some(a) => cfg.apps.iter().find(|c| c.sdk_app_id == a),
         None if cfg.apps.len() == 1 => cfg.apps.first(),
@@ -174,7 +140,7 @@ pub async fn mint(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::gateway::WsEndpoint;
 
     #[test]
     fn ws_url_follows_the_listener_or_the_browser_host() {

@@ -5,12 +5,15 @@
 //! and `/readyz` need no token. Bodies and errors are JSON; a bad body or parameter is 400 and an
 //! unknown path 404, each with `{"error":"..."}`.
 
+mod console;
+mod error;
+
+pub use error::{ApiError, ApiResult};
+
 use crate::clock;
-use crate::console;
 use crate::gateway::Gateway;
 use crate::outbox::Delivery;
 use crate::presence::KickFilter;
-use crate::session::{valid_instance_id, valid_user_id};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, StatusCode};
@@ -18,6 +21,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use error::{check_app, check_user, parse_body, unavailable};
+use imgate_proto::valid_instance_id;
 use imgate_proto::Platform;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -26,28 +31,6 @@ use subtle::ConstantTimeEq;
 
 /// Users per `GET /v1/online` at most.
 pub const MAX_ONLINE_USERS: usize = 500;
-
-type ApiResult = Result<Json<Value>, ApiError>;
-
-/// An error answer: status and message, rendered as `{"error": message}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    pub fn new(status: StatusCode, msg: impl Into<String>) -> ApiError {
-        ApiError(status, msg.into())
-    }
-
-    pub fn bad(msg: impl Into<String>) -> ApiError {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
 
 /// The admin router.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -66,15 +49,15 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/sdk/{name}", get(console::sdk_file))
         .route("/console/{name}", get(console::console_file))
         .merge(v1)
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "not found".into()) })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .with_state(gw)
 }
 
 async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let Some(token) = gw.config.admin_token.as_deref() else {
-        return ApiError(
+        return ApiError::new(
             StatusCode::FORBIDDEN,
-            "the admin API is disabled: no admin_token is configured".into(),
+            "the admin API is disabled: no admin_token is configured",
         )
         .into_response();
     };
@@ -87,41 +70,11 @@ async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Respo
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         next.run(req).await
     } else {
-        ApiError(
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong Authorization: Bearer token".into(),
+            "missing or wrong Authorization: Bearer token",
         )
         .into_response()
-    }
-}
-
-pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
-}
-
-/// Cluster mode with Redis unreachable: 503.
-fn unavailable(e: crate::cluster::ClusterError) -> ApiError {
-    ApiError(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("presence store unavailable: {e}"),
-    )
-}
-
-fn check_app(gw: &Gateway, app: u64) -> Result<(), ApiError> {
-    if gw.apps.contains_key(&app) {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!("sdk_app_id {app} is not configured")))
-    }
-}
-
-pub(crate) fn check_user(field: &str, user: &str) -> Result<(), ApiError> {
-    if valid_user_id(user) {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!(
-            "{field} must be 1 to 32 characters of A-Z a-z 0-9 _ -"
-        )))
     }
 }
 
@@ -153,26 +106,8 @@ async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
             ));
         }
     }
-    if let Some(c) = &gw.cluster {
-        let kicked = c
-            .kick(
-                &gw,
-                b.sdk_app_id,
-                &b.user_id,
-                platform,
-                b.instance_id.as_deref(),
-            )
-            .await
-            .map_err(unavailable)?;
-        return Ok(Json(json!({ "kicked": kicked })));
-    }
-    let whole_user = platform.is_none() && b.instance_id.is_none();
-    if whole_user {
-        // Revoke first, so a login racing with this kick cannot slip in with an old UserSig.
-        gw.revoke(b.sdk_app_id, &b.user_id, clock::now_secs());
-    }
-    let victims = gw
-        .registry
+    let kicked = gw
+        .presence
         .kick(
             b.sdk_app_id,
             &b.user_id,
@@ -181,9 +116,9 @@ async fn kick(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
                 instance_id: b.instance_id.as_deref(),
             },
         )
-        .map_err(|e| ApiError::bad(e.to_string()))?;
-    gw.notify_kicked(b.sdk_app_id, &victims, None);
-    Ok(Json(json!({ "kicked": victims.len() })))
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "kicked": kicked })))
 }
 
 async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> ApiResult {
@@ -213,34 +148,12 @@ async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Ap
         )));
     }
     let mut out = Vec::with_capacity(users.len());
-    if let Some(c) = &gw.cluster {
-        for user in users {
-            let entries = c.entries(app, &user).await.map_err(unavailable)?;
-            let status = if entries.is_empty() {
-                "Offline"
-            } else {
-                "Online"
-            };
-            let list: Vec<Value> = entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "platform": e.platform.as_str(),
-                        "instance_id": e.instance_id,
-                        "login_at_ms": e.login_at_ms(),
-                        "expire_at": e.expire_at,
-                    })
-                })
-                .collect();
-            out.push(json!({ "user_id": user, "status": status, "instances": list }));
-        }
-        return Ok(Json(json!({ "users": out })));
-    }
     for user in users {
         let instances = gw
-            .registry
+            .presence
             .instances(app, &user)
-            .map_err(|e| ApiError::bad(e.to_string()))?;
+            .await
+            .map_err(unavailable)?;
         let status = if instances.is_empty() {
             "Offline"
         } else {
@@ -251,7 +164,7 @@ async fn online(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery) -> Ap
             .map(|i| {
                 json!({
                     "platform": i.platform.as_str(),
-                    "instance_id": i.instance_id.as_deref(),
+                    "instance_id": i.instance_id,
                     "login_at_ms": i.login_at_ms,
                     "expire_at": i.expire_at,
                 })
@@ -280,18 +193,16 @@ async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
             gw.config.max_payload_bytes
         )));
     }
-    let delivery = Delivery {
+    let delivery = Arc::new(Delivery {
         from: "@admin".into(),
         from_platform: None,
         payload: b.payload,
-    };
-    let delivered = match &gw.cluster {
-        Some(c) => c
-            .deliver(&gw, b.sdk_app_id, &b.to, None, delivery)
-            .await
-            .map_err(unavailable)?,
-        None => gw.deliver(b.sdk_app_id, &b.to, None, delivery),
-    };
+    });
+    let delivered = gw
+        .presence
+        .deliver(b.sdk_app_id, &b.to, None, delivery)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({ "delivered": delivered })))
 }
 
