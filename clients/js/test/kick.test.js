@@ -152,12 +152,12 @@ describe("abandoned sockets", () => {
         setTimeout(() => super.close(code, reason), 1500);
       }
     }
-    const { client, proxy, rec } = await proxied({ WebSocket: LingeringWebSocket, pingIntervalMs: 300, requestTimeoutMs: 500 });
+    const { client, proxy, rec } = await proxied({ WebSocket: LingeringWebSocket, pingIntervalMs: 300, requestTimeoutMs: 1000 });
     const alice = uniqueUser("alice");
     await client.login(alice, gw.sig(alice));
     const [oldConn] = proxy.open;
     proxy.blackholeAll(); // the old link goes silent: the ping times out, the SDK moves on
-    await waitFor(() => proxy.accepted === 2 && client.getNetState() === "connected", { timeout: 3000, what: "a new link" });
+    await waitFor(() => proxy.accepted === 2 && client.getNetState() === "connected", { timeout: 4000, what: "a new link" });
     // the gateway kicked the old socket (same instance id: replaced); let that reach the old socket
     await sleep(100);
     proxy.release(oldConn);
