@@ -34,7 +34,7 @@ fn usersig_benches(c: &mut Criterion) {
     g.bench_function("check_decoded", |b| {
         b.iter(|| {
             black_box(&decoded)
-                .verify(Some(&key), APP, USER, NOW_MS)
+                .verify(Some(std::slice::from_ref(&key)), APP, USER, NOW_MS)
                 .is_ok()
         })
     });

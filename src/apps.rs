@@ -16,8 +16,11 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct App {
     pub sdk_app_id: u64,
-    pub key: SigKey,
+    /// The key, then the previous keys: a UserSig verifies with any of them.
+    pub keys: Vec<SigKey>,
     pub policy: Policy,
+    /// Whose UserSig authenticates the Tencent REST facade.
+    pub admin_identifier: String,
 }
 
 impl App {
@@ -25,9 +28,18 @@ impl App {
     pub fn from_config(c: &AppConfig) -> App {
         App {
             sdk_app_id: c.sdk_app_id,
-            key: SigKey::new(&c.key),
+            keys: std::iter::once(&c.key)
+                .chain(&c.previous_keys)
+                .map(|k| SigKey::new(k))
+                .collect(),
             policy: c.policy().expect("the config was validated"),
+            admin_identifier: c.admin_identifier.clone(),
         }
+    }
+
+    /// The key UserSigs are minted with.
+    pub fn key(&self) -> &SigKey {
+        &self.keys[0]
     }
 }
 

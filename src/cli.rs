@@ -105,7 +105,7 @@ pub fn sig_verify(sdk_app_id: u64, key: &str, user: &str, sig: &str) -> (String,
     }
     out.push_str(&format!("TLS.sig:        {}\n", decoded.sig));
     match decoded.verify(
-        Some(&SigKey::new(key)),
+        Some(&[SigKey::new(key)]),
         sdk_app_id,
         user,
         crate::clock::now_ms(),

@@ -146,13 +146,17 @@ impl Default for ThrottleConfig {
 }
 
 /// One `[[app]]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AppConfig {
     /// Required.
     pub sdk_app_id: u64,
-    /// The app's secret key (raw UTF-8 bytes are the HMAC key). Required.
+    /// The app's secret key (raw UTF-8 bytes are the HMAC key). Required. UserSigs are minted with it.
     pub key: String,
+    /// Keys being rotated out: UserSigs signed with them still verify (contract §14).
+    pub previous_keys: Vec<String>,
+    /// The identifier whose UserSig authenticates the Tencent REST facade (contract §15).
+    pub admin_identifier: String,
     /// `single`, `dual` (default), `triple` or `multi`. Exclusive with `groups`.
     pub policy: Option<String>,
     /// Custom exclusive groups, e.g. `[["android","iphone"],["web"]]`; unlisted platforms are alone.
@@ -160,6 +164,21 @@ pub struct AppConfig {
     /// Per-platform instance caps; unlisted platforms: 1.
     pub max_instances: BTreeMap<String, u32>,
     pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for AppConfig {
+    fn default() -> AppConfig {
+        AppConfig {
+            sdk_app_id: 0,
+            key: String::new(),
+            previous_keys: Vec::new(),
+            admin_identifier: "administrator".into(),
+            policy: None,
+            groups: None,
+            max_instances: BTreeMap::new(),
+            webhook: None,
+        }
+    }
 }
 
 /// `[app.webhook]`.
@@ -356,6 +375,18 @@ impl Config {
             }
             if app.key.is_empty() {
                 return Err(err(&at("key"), "is required and must not be empty".into()));
+            }
+            if let Some(k) = app.previous_keys.iter().position(String::is_empty) {
+                return Err(err(
+                    &at(&format!("previous_keys[{k}]")),
+                    "must not be empty".into(),
+                ));
+            }
+            if !imgate_proto::valid_user_id(&app.admin_identifier) {
+                return Err(err(
+                    &at("admin_identifier"),
+                    "must be 1 to 32 characters of A-Z a-z 0-9 _ -".into(),
+                ));
             }
             app.policy().map_err(|(k, m)| err(&at(&k), m))?;
             if let Some(w) = &app.webhook {

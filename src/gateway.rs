@@ -143,7 +143,7 @@ impl Gateway {
         if self.throttle.is_blocked(app, user, ip, now_ms) {
             return Err((Code::Throttled, Code::Throttled.desc().to_owned()));
         }
-        let result = usersig::verify(user_sig, found.map(|a| &a.key), app, user, now_ms)
+        let result = usersig::verify_any(user_sig, found.map(|a| &a.keys[..]), app, user, now_ms)
             .map_err(|e| (e.code(), e.to_string()));
         if result.is_err() {
             self.throttle.record_failure(app, user, ip, now_ms);

@@ -483,7 +483,7 @@ impl Session {
                 let Some(a) = self.active.as_ref() else {
                     return Action::None;
                 };
-                if a.session != session || u128::from(now_ms) <= u128::from(a.expire_at) * 1000 {
+                if a.session != session || !crate::usersig::expired(a.expire_at, now_ms) {
                     return Action::None; // stale, or refreshed since
                 }
                 if !gw.presence.logout(a.as_ref()) {

@@ -108,16 +108,17 @@ pub async fn mint(
     }
     let b: MintBody = parse_body(&body)?;
     check_user("user_id", &b.user_id)?;
-    let app = match b.sdk_app_id {
-        Some(a) => cfg.apps.iter().find(|c| c.sdk_app_id == a),
-        None if cfg.apps.len() == 1 => cfg.apps.first(),
-        None => {
+    let ids = gw.apps.ids();
+    let id = match (b.sdk_app_id, ids.as_slice()) {
+        (Some(a), _) => a,
+        (None, [only]) => *only,
+        (None, _) => {
             return Err(ApiError::bad(
                 "sdk_app_id is required when several apps are configured",
             ))
         }
-    }
-    .ok_or_else(|| {
+    };
+    let app = gw.apps.get(id).ok_or_else(|| {
         ApiError::bad(format!(
             "sdk_app_id {} is not configured",
             b.sdk_app_id.unwrap_or(0)
@@ -128,7 +129,7 @@ pub async fn mint(
         return Err(ApiError::bad("expire must be 1 to 315360000 seconds"));
     }
     let sig = usersig::generate(
-        &usersig::SigKey::new(&app.key),
+        app.key(),
         app.sdk_app_id,
         &b.user_id,
         expire,

@@ -180,6 +180,12 @@ pub fn generate(
     to_url_alphabet(&STANDARD.encode(compressed))
 }
 
+/// The expiry rule of contract §2: a ticket valid until `expire_at` (unix seconds) is expired once
+/// `now_ms` is past that second (valid at exactly `expire_at * 1000`).
+pub fn expired(expire_at: u64, now_ms: u64) -> bool {
+    u128::from(now_ms) > u128::from(expire_at) * 1000
+}
+
 /// Decodes a UserSig into its fields: 70002 when empty, 70003 when it is not a well-formed ticket
 /// (alphabet, zlib, JSON, a missing or mistyped field, too large). Inflation stops at
 /// [`MAX_INFLATED_BYTES`], so a zlib bomb costs microseconds.
@@ -257,7 +263,7 @@ impl Decoded {
 
     /// Expired when `now > TLS.time + TLS.expire`, with `now` in milliseconds.
     pub fn is_expired(&self, now_ms: u64) -> bool {
-        u128::from(now_ms) > u128::from(self.expire_at()) * 1000
+        expired(self.expire_at(), now_ms)
     }
 
     /// Checks the HMAC with the app's key in constant time.
@@ -280,15 +286,16 @@ impl Decoded {
     }
 
     /// Checks a decoded ticket against a login, in the order of contract §2 (after decoding):
-    /// app configured (`key` is `None` when it is not), sdkappid, identifier, HMAC, expiry.
+    /// app configured (`keys` is `None` when it is not), sdkappid, identifier, HMAC (with any of
+    /// `keys`: the app's key and its previous keys during a rotation), expiry.
     pub fn verify(
         &self,
-        key: Option<&SigKey>,
+        keys: Option<&[SigKey]>,
         sdk_app_id: u64,
         user_id: &str,
         now_ms: u64,
     ) -> Result<(), SigError> {
-        let key = key.ok_or(SigError::AppNotConfigured(sdk_app_id))?;
+        let keys = keys.ok_or(SigError::AppNotConfigured(sdk_app_id))?;
         if self.sdkappid != sdk_app_id {
             return Err(SigError::AppIdMismatch {
                 sig: self.sdkappid,
@@ -301,7 +308,7 @@ impl Decoded {
                 login: user_id.to_owned(),
             });
         }
-        if !self.signature_matches(key) {
+        if !keys.iter().any(|k| self.signature_matches(k)) {
             return Err(SigError::BadHmac);
         }
         if self.is_expired(now_ms) {
@@ -321,8 +328,25 @@ pub fn verify(
     user_id: &str,
     now_ms: u64,
 ) -> Result<Decoded, SigError> {
+    verify_any(
+        user_sig,
+        key.map(std::slice::from_ref),
+        sdk_app_id,
+        user_id,
+        now_ms,
+    )
+}
+
+/// [`verify`] accepting the HMAC of any of `keys` (key rotation).
+pub fn verify_any(
+    user_sig: &str,
+    keys: Option<&[SigKey]>,
+    sdk_app_id: u64,
+    user_id: &str,
+    now_ms: u64,
+) -> Result<Decoded, SigError> {
     let d = decode(user_sig)?;
-    d.verify(key, sdk_app_id, user_id, now_ms)?;
+    d.verify(keys, sdk_app_id, user_id, now_ms)?;
     Ok(d)
 }
 
