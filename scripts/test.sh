@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): ./scripts/test.sh
-# Installs what the tests need, then runs the format check, clippy and the whole test suite.
+# Installs what the tests need, then runs the format check, clippy and the whole test suite: the Rust
+# tests (unit, integration, interop, cluster) and the JavaScript SDK's and the browser console's tests.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +32,17 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) p += $i } END { print p + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) f += $i } END { print f + 0 }' "$log")
+
+# ---- JavaScript SDK and the browser console ---------------------------------------------------
+step "scripts/test-js.sh (clients/js: Node tests, headless Chromium console test)"
+jslog="$(mktemp)"
+trap 'rm -f "$log" "$jslog"' EXIT
+# The debug binary cargo test just built: the console and the SDK are embedded in it.
+IMGATE_BIN="$ROOT/target/debug/imgate" ./scripts/test-js.sh 2>&1 | tee "$jslog"
+js_passed=$(awk '/^js: [0-9]+ passed/ { print $2 }' "$jslog" | tail -1)
+js_failed=$(awk '/^js: [0-9]+ passed/ { print $4 }' "$jslog" | tail -1)
+passed=$((passed + ${js_passed:-0}))
+failed=$((failed + ${js_failed:-0}))
 
 step "all checks passed in $((SECONDS - T0)) s"
 echo "${passed} passed, ${failed} failed"
