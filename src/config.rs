@@ -4,12 +4,14 @@
 //! names the file, the key and what is wrong. The development gateway (`imgate serve` without a
 //! file) is built by [`Config::development`].
 
+use crate::edge::origin::OriginPattern;
 use crate::policy::Policy;
 use imgate_proto::{Platform, MAX_FRAME_LIMIT};
+use ipnet::IpNet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A configuration error, already phrased for the operator: the file, the line when known, the key
 /// with its full path (`cluster.lease_ms`, `app[0].max_instances.web`) and what is wrong.
@@ -60,6 +62,20 @@ pub struct Config {
     /// admin token. Not a config key.
     #[serde(skip)]
     pub development: bool,
+    /// The file this was read from (for errors and reloads). Not a config key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// Origins allowed to open sockets (`scheme://host[:port]`, or `*.` for any subdomain); empty:
+    /// every Origin. An upgrade without `Origin` is always accepted.
+    pub allowed_origins: Vec<OriginPattern>,
+    /// Peers (CIDR ranges) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Every connection on `listen` starts with a PROXY v1 or v2 header naming the client.
+    pub proxy_protocol: bool,
+    /// Open sockets per client address at most (an IPv6 address counts by its /64); 0: no cap.
+    pub max_connections_per_ip: usize,
+    /// `[tls]`: `listen` serves wss://.
+    pub tls: Option<TlsConfig>,
     pub throttle: ThrottleConfig,
     #[serde(rename = "app")]
     pub apps: Vec<AppConfig>,
@@ -85,11 +101,27 @@ impl Default for Config {
             admin_token: None,
             dev_usersig: false,
             development: false,
+            source: None,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            max_connections_per_ip: 0,
+            tls: None,
             throttle: ThrottleConfig::default(),
             apps: Vec::new(),
             cluster: None,
         }
     }
+}
+
+/// `[tls]`: PEM files for the WebSocket listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// `[cluster]`.
@@ -233,7 +265,16 @@ impl Config {
             key: "(file)".into(),
             msg: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, &file)
+        let mut cfg = Config::parse(&text, &file)?;
+        cfg.source = Some(path.to_owned());
+        Ok(cfg)
+    }
+
+    /// The name of the file in errors (`(development)` without one).
+    pub fn file_name(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "(development)".into(), |p| p.display().to_string())
     }
 
     /// Parses and validates TOML text; `file` names it in errors.

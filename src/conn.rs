@@ -11,6 +11,8 @@
 //! is written and the TCP connection is shut down and drained for a short, bounded time so the peer
 //! reads the close frame rather than a reset.
 
+use crate::config::Config;
+use crate::edge::stream::Io;
 use crate::gateway::Gateway;
 use crate::outbox::{Event, Outbox};
 use crate::session::{Action, Ctx, Ended, Session, Step};
@@ -31,24 +33,33 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-/// Largest HTTP upgrade request head accepted.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a closing socket waits for its close frame to leave and for the peer to hang up.
 const LINGER: Duration = Duration::from_secs(2);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Io>;
 
 /// Serves one accepted TCP connection until it closes.
-pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
-    let cfg = &gw.config;
+pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    // The socket lives with the configuration it opened under (a reload changes later sockets).
+    let cfg = gw.config();
     let login_deadline = Instant::now() + Duration::from_secs(cfg.login_timeout_secs);
-    // Boxed, like `close_socket` below: their state (a 1 KiB read chunk, 32 parsed headers, the
-    // linger buffer) would otherwise be part of this future for the socket's whole life, ~1.3 KB
-    // more per idle socket (see BENCHMARKS.md); on the heap it exists only while they run.
-    let leftover = match timeout_at(login_deadline, Box::pin(upgrade(&mut stream))).await {
-        Ok(Ok(leftover)) => leftover,
-        Ok(Err(status)) => {
-            tracing::debug!(%peer, status, "upgrade refused");
+    // Boxed, like `close_socket` below: their state (the PROXY header, the TLS handshake, a 1 KiB
+    // read chunk, the parsed headers, the linger buffer) would otherwise be part of this future for
+    // the socket's whole life (see BENCHMARKS.md); on the heap it exists only while they run.
+    let accepted = timeout_at(
+        login_deadline,
+        Box::pin(gw.edge.handshake(&cfg, stream, peer)),
+    )
+    .await;
+    let crate::edge::Accepted {
+        io,
+        leftover,
+        client,
+        slot,
+    } = match accepted {
+        Ok(Ok(a)) => a,
+        Ok(Err(why)) => {
+            tracing::debug!(%peer, "not upgraded: {why}");
             return;
         }
         Err(_) => {
@@ -64,10 +75,11 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
         .max_message_size(Some(cfg.max_frame_bytes))
         .max_frame_size(Some(cfg.max_frame_bytes));
     let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config)).await;
-    let outbox = gw.open_conn(peer.ip());
+        WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config)).await;
+    let outbox = gw.open_conn(client, cfg.outbound_queue);
     let mut conn = Conn {
         gw: &gw,
+        cfg: &cfg,
         outbox: &outbox,
         session: Session::new(),
         pending: VecDeque::new(),
@@ -76,84 +88,7 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
     };
     conn.run(ws).await;
     gw.close_conn(&outbox);
-}
-
-/// Reads the HTTP upgrade request and answers it. `Ok` carries bytes read past the request head;
-/// `Err` the HTTP status that was answered (the connection is then dropped).
-async fn upgrade(stream: &mut TcpStream) -> Result<Vec<u8>, u16> {
-    let mut buf = Vec::with_capacity(1024);
-    let head_len = loop {
-        if buf.len() >= MAX_REQUEST_HEAD {
-            return Err(respond(stream, 431, "request head too large\n").await);
-        }
-        let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await.map_err(|_| 0u16)?;
-        if n == 0 {
-            return Err(0);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(
-        req.parse(&buf[..head_len]),
-        Ok(httparse::Status::Complete(_))
-    ) {
-        return Err(respond(stream, 400, "bad request\n").await);
-    }
-    let path = req.path.unwrap_or("");
-    let path = path.split('?').next().unwrap_or("");
-    if path != "/ws" {
-        return Err(respond(stream, 404, "not found: the WebSocket endpoint is /ws\n").await);
-    }
-    let header = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-    };
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    let key = header("sec-websocket-key").map(str::trim);
-    if req.method != Some("GET")
-        || !has_token("upgrade", "websocket")
-        || !has_token("connection", "upgrade")
-        || key.is_none()
-    {
-        return Err(respond(stream, 400, "a WebSocket upgrade request is expected\n").await);
-    }
-    if header("sec-websocket-version").map(str::trim) != Some("13") {
-        let msg = "HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        let _ = stream.write_all(msg.as_bytes()).await;
-        return Err(426);
-    }
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-        key.unwrap_or_default().as_bytes(),
-    );
-    let resp = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    stream.write_all(resp.as_bytes()).await.map_err(|_| 0u16)?;
-    Ok(buf.split_off(head_len))
-}
-
-async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> u16 {
-    let reason = match status {
-        404 => "Not Found",
-        431 => "Request Header Fields Too Large",
-        _ => "Bad Request",
-    };
-    let msg = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(msg.as_bytes()).await;
-    let _ = stream.shutdown().await;
-    status
+    drop(slot);
 }
 
 /// What woke the socket task.
@@ -176,6 +111,7 @@ enum End {
 
 struct Conn<'a> {
     gw: &'a Arc<Gateway>,
+    cfg: &'a Config,
     outbox: &'a Arc<Outbox>,
     session: Session,
     /// Frames waiting for the socket to accept them (bounded: overflow closes 4003).
@@ -189,6 +125,7 @@ impl<'a> Conn<'a> {
     fn ctx(&self) -> Ctx<'a> {
         Ctx {
             gw: self.gw,
+            cfg: self.cfg,
             outbox: self.outbox,
         }
     }
@@ -205,8 +142,8 @@ impl<'a> Conn<'a> {
             Encoding::Bincode => Message::Binary(bytes.into()),
         };
         self.pending.push_back(frame);
-        self.pending.len() <= self.gw.config.outbound_queue
-            && self.pending_bytes <= self.gw.config.outbound_bytes
+        self.pending.len() <= self.cfg.outbound_queue
+            && self.pending_bytes <= self.cfg.outbound_bytes
     }
 
     fn next_deadline(&self, idle_at: Instant, ping_at: Instant) -> Instant {
@@ -255,7 +192,7 @@ impl<'a> Conn<'a> {
     }
 
     async fn run(&mut self, mut ws: Ws) {
-        let cfg = &self.gw.config;
+        let cfg = self.cfg;
         let idle = Duration::from_secs(cfg.idle_timeout_secs);
         let ping_every = Duration::from_secs(cfg.ping_interval_secs);
         let login_timeout = Duration::from_secs(cfg.login_timeout_secs);

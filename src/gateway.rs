@@ -12,6 +12,7 @@ use crate::apps::{App, Apps};
 use crate::clock;
 use crate::config::Config;
 use crate::conns::Conns;
+use crate::edge::Edge;
 use crate::expiry::{SharedWheel, Wheel, WheelKey};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -19,6 +20,7 @@ use crate::presence::Presence;
 use crate::throttle::Throttle;
 use crate::usersig::{self, Decoded};
 use crate::webhook::Webhooks;
+use arc_swap::ArcSwap;
 use imgate_proto::Code;
 use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr};
@@ -60,7 +62,10 @@ fn host_without_port(host: &str) -> &str {
 /// Everything the sockets and the admin API share.
 #[derive(Debug)]
 pub struct Gateway {
-    pub config: Config,
+    /// The running configuration; a reload swaps it. Sockets take a snapshot when they open.
+    config: ArcSwap<Config>,
+    /// TLS, per-address counts: what the edge keeps between connections.
+    pub edge: Edge,
     pub apps: Arc<Apps>,
     pub presence: Arc<dyn Presence>,
     pub wheel: Arc<SharedWheel>,
@@ -76,6 +81,7 @@ pub struct Gateway {
 #[derive(Debug)]
 pub struct Parts {
     pub config: Config,
+    pub edge: Edge,
     pub apps: Arc<Apps>,
     pub presence: Arc<dyn Presence>,
     pub metrics: Arc<Metrics>,
@@ -88,7 +94,8 @@ impl Gateway {
         Gateway {
             wheel: Arc::new(Mutex::new(Wheel::new(clock::now_secs()))),
             throttle: Throttle::new(&p.config.throttle),
-            config: p.config,
+            config: ArcSwap::from_pointee(p.config),
+            edge: p.edge,
             apps: p.apps,
             presence: p.presence,
             metrics: p.metrics,
@@ -96,6 +103,16 @@ impl Gateway {
             conns: p.conns,
             ws_endpoint: OnceLock::new(),
         }
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Makes `config` the running configuration (a reload).
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// Records where the WebSocket listener is bound.
@@ -108,9 +125,9 @@ impl Gateway {
         self.ws_endpoint.get().copied()
     }
 
-    /// A new socket's outbox, registered in the connection table.
-    pub fn open_conn(&self, ip: IpAddr) -> Arc<Outbox> {
-        self.conns.open(ip, self.config.outbound_queue)
+    /// A new socket's outbox, registered in the connection table; `queue` bounds its deliveries.
+    pub fn open_conn(&self, ip: IpAddr, queue: usize) -> Arc<Outbox> {
+        self.conns.open(ip, queue)
     }
 
     /// The socket is gone.

@@ -17,7 +17,9 @@
 //! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
 //! - [`gateway`]: the state all sockets share (the store chosen once, at start-up).
 //! - [`session`]: one socket's session state machine (contract §7).
-//! - [`conn`]: the socket I/O loop: upgrade, frames, deadlines, closes.
+//! - [`edge`]: before the WebSocket: PROXY header, TLS, the upgrade, Origin, client address,
+//!   per-address caps.
+//! - [`conn`]: the socket I/O loop: frames, deadlines, closes.
 //! - [`admin`]: the admin HTTP API, and the browser console served beside it.
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
@@ -34,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod conns;
+pub mod edge;
 pub mod expiry;
 pub mod gateway;
 pub mod metrics;
@@ -111,7 +114,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         .map_err(ServeError::Runtime)?;
     runtime.block_on(async move {
         let server = server::Server::bind(config).await?;
-        let ws = server.ws_addr().map_err(ServeError::Bind)?;
+        let ws = server.ws_url().map_err(ServeError::Bind)?;
         let admin = server.admin_addr().map_err(ServeError::Bind)?;
         // Before the announce lines: whoever reads them may send SIGTERM at once.
         let shutdown = server::shutdown_signal();
@@ -119,7 +122,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         for line in &banner {
             let _ = writeln!(out, "{line}");
         }
-        let _ = writeln!(out, "listening on ws://{ws}/ws");
+        let _ = writeln!(out, "listening on {ws}");
         let _ = writeln!(out, "admin listening on http://{admin}");
         let _ = writeln!(out, "console: http://{admin}/console");
         let _ = out.flush();

@@ -53,6 +53,19 @@ pub async fn store_for(
     })
 }
 
+/// The TLS server config of `[tls]`: the files read and checked, errors named by config key.
+pub fn tls_config(
+    config: &Config,
+    t: &crate::config::TlsConfig,
+) -> Result<Arc<rustls::ServerConfig>, crate::config::ConfigError> {
+    crate::edge::tls::server_config(&t.cert, &t.key).map_err(|e| crate::config::ConfigError {
+        file: config.file_name(),
+        line: None,
+        key: e.key.into(),
+        msg: e.msg,
+    })
+}
+
 /// A gateway with its listeners bound, ready to run.
 pub struct Server {
     pub gateway: Arc<Gateway>,
@@ -93,8 +106,17 @@ impl Server {
             metrics,
         };
         let presence = store(config.clone(), deps.clone()).await?;
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => Some(crate::edge::tls::Tls::new(tls_config(&config, t)?)),
+        };
+        let edge = crate::edge::Edge {
+            tls,
+            per_ip: crate::edge::limits::PerIp::new(),
+        };
         let gateway = Arc::new(Gateway::new(Parts {
             config,
+            edge,
             apps: deps.apps,
             presence,
             metrics: deps.metrics,
@@ -103,7 +125,7 @@ impl Server {
         }));
         gateway.set_ws_endpoint(crate::gateway::WsEndpoint {
             addr: ws.local_addr().map_err(crate::ServeError::Bind)?,
-            tls: false,
+            tls: gateway.edge.tls.is_some(),
         });
         Ok(Server {
             gateway,
@@ -122,6 +144,16 @@ impl Server {
         self.admin.local_addr()
     }
 
+    /// The WebSocket listener's URL (`ws://` or `wss://`).
+    pub fn ws_url(&self) -> io::Result<String> {
+        let scheme = if self.gateway.edge.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        Ok(format!("{scheme}://{}/ws", self.ws_addr()?))
+    }
+
     /// Serves until `shutdown` resolves, then drains: readyz answers 503, accepting stops, every
     /// socket is closed with 1001, queued webhooks are delivered; all within `shutdown_grace_secs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -132,7 +164,7 @@ impl Server {
             mut deliverers,
             stop,
         } = self;
-        let max_conns = gw.config.max_connections.min(Semaphore::MAX_PERMITS) as u32;
+        let max_conns = gw.config().max_connections.min(Semaphore::MAX_PERMITS) as u32;
         let permits = Arc::new(Semaphore::new(max_conns as usize));
         let wheel_task = tokio::spawn(expiry::run(Arc::clone(&gw.wheel)));
         let store_tasks = Arc::clone(&gw.presence).spawn();
@@ -152,7 +184,7 @@ impl Server {
 
         shutdown.await;
         tracing::info!("shutting down: draining connections");
-        let deadline = Instant::now() + Duration::from_secs(gw.config.shutdown_grace_secs);
+        let deadline = Instant::now() + Duration::from_secs(gw.config().shutdown_grace_secs);
         let _ = stop_accept.send(true);
         let _ = accept_task.await;
         gw.drain();

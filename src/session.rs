@@ -56,10 +56,12 @@ struct LoginMsg {
     instance_id: Option<String>,
 }
 
-/// What the socket shares with its session: the gateway and its own outbox.
+/// What the socket shares with its session: the gateway, the configuration the socket opened
+/// under, and its own outbox.
 #[derive(Clone, Copy)]
 pub struct Ctx<'a> {
     pub gw: &'a Gateway,
+    pub cfg: &'a crate::config::Config,
     pub outbox: &'a Arc<Outbox>,
 }
 
@@ -407,7 +409,7 @@ impl Session {
                 "to must be a valid user_id".into(),
             ));
         }
-        let max = ctx.gw.config.max_payload_bytes;
+        let max = ctx.cfg.max_payload_bytes;
         if payload.len() > max {
             return Err(ServerMsg::error_with(
                 seq,

@@ -24,10 +24,11 @@ async fn per_socket_future_stays_small() {
     let size = std::mem::size_of_val(&fut);
     println!("conn::serve future: {size} bytes");
     println!(
-        "Session: {} bytes, Outbox: {} bytes, WebSocketStream<TcpStream>: {} bytes",
+        "Session: {} bytes, Outbox: {} bytes, WebSocketStream<Io>: {} bytes, Slot: {} bytes",
         std::mem::size_of::<imgate::session::Session>(),
         std::mem::size_of::<imgate::outbox::Outbox>(),
-        std::mem::size_of::<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>(),
+        std::mem::size_of::<tokio_tungstenite::WebSocketStream<imgate::edge::stream::Io>>(),
+        std::mem::size_of::<imgate::edge::limits::Slot>(),
     );
     drop(fut);
     // A regression guard: 2,624 bytes before the handshake and the closing linger were boxed,

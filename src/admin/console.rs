@@ -77,7 +77,7 @@ pub async fn sdk_file(Path(name): Path<String>) -> Response {
 pub async fn config(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let ws_url = gw.ws_endpoint().map(|e| e.url_for(host));
-    let cfg = &gw.config;
+    let cfg = gw.config();
     let body = json!({
         "ws_url": ws_url,
         "sdk_app_id": cfg.apps.first().map(|a| a.sdk_app_id),
@@ -102,7 +102,7 @@ pub async fn mint(
     State(gw): State<Arc<Gateway>>,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let cfg = &gw.config;
+    let cfg = gw.config();
     if !cfg.dev_usersig {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "not found"));
     }

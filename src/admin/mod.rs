@@ -54,7 +54,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let Some(token) = gw.config.admin_token.as_deref() else {
+    let cfg = gw.config();
+    let Some(token) = cfg.admin_token.as_deref() else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "the admin API is disabled: no admin_token is configured",
@@ -187,10 +188,10 @@ async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
     let b: PushBody = parse_body(&body)?;
     check_app(&gw, b.sdk_app_id)?;
     check_user("to", &b.to)?;
-    if b.payload.len() > gw.config.max_payload_bytes {
+    let max = gw.config().max_payload_bytes;
+    if b.payload.len() > max {
         return Err(ApiError::bad(format!(
-            "payload exceeds max_payload_bytes ({})",
-            gw.config.max_payload_bytes
+            "payload exceeds max_payload_bytes ({max})"
         )));
     }
     let delivery = Arc::new(Delivery {

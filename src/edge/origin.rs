@@ -43,11 +43,17 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
     let (scheme, rest) = s
         .split_once("://")
         .ok_or_else(|| format!("{s:?}: expected scheme://host[:port]"))?;
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         return Err(format!("{s:?}: invalid scheme"));
     }
     if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!("{s:?}: expected scheme://host[:port], nothing after the port"));
+        return Err(format!(
+            "{s:?}: expected scheme://host[:port], nothing after the port"
+        ));
     }
     let scheme = scheme.to_ascii_lowercase();
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
@@ -65,7 +71,10 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
         return Err(format!("{s:?}: empty host"));
     }
     let port = match port {
-        Some(p) => Some(p.parse::<u16>().map_err(|_| format!("{s:?}: invalid port"))?),
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| format!("{s:?}: invalid port"))?,
+        ),
         None => None,
     };
     let port = port.filter(|&p| Some(p) != default_port(&scheme));
@@ -175,7 +184,13 @@ mod tests {
         assert!(port.matches("http://localhost:8080") && !port.matches("http://localhost"));
         let v6 = p("http://[::1]:3000");
         assert!(v6.matches("http://[::1]:3000"));
-        for bad in ["null", "", "https://", "app.example.com", "https://a.example.com/path"] {
+        for bad in [
+            "null",
+            "",
+            "https://",
+            "app.example.com",
+            "https://a.example.com/path",
+        ] {
             assert!(!exact.matches(bad) && !sub.matches(bad), "{bad:?}");
         }
     }
@@ -193,7 +208,10 @@ mod tests {
         ] {
             assert!(OriginPattern::try_from(bad.to_owned()).is_err(), "{bad:?}");
         }
-        assert_eq!(p("HTTPS://*.Example.com:443").to_string(), "https://*.example.com");
+        assert_eq!(
+            p("HTTPS://*.Example.com:443").to_string(),
+            "https://*.example.com"
+        );
     }
 
     #[test]

@@ -159,17 +159,41 @@ mod tests {
         let lb: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "203.0.113.9".parse().unwrap();
         let c = |peer, v: &[&str]| client_address(&t, peer, v.iter().copied()).to_string();
-        assert_eq!(c(stranger, &["1.1.1.1"]), "203.0.113.9", "untrusted peer: ignored");
+        assert_eq!(
+            c(stranger, &["1.1.1.1"]),
+            "203.0.113.9",
+            "untrusted peer: ignored"
+        );
         assert_eq!(c(lb, &[]), "10.1.2.3", "no header: the peer");
         assert_eq!(c(lb, &["1.1.1.1"]), "1.1.1.1");
-        assert_eq!(c(lb, &["6.6.6.6, 1.1.1.1, 10.0.0.7"]), "1.1.1.1", "right-most untrusted");
-        assert_eq!(c(lb, &["6.6.6.6", "1.1.1.1,10.0.0.7"]), "1.1.1.1", "several headers");
-        assert_eq!(c(lb, &["10.0.0.8, 10.0.0.7"]), "10.1.2.3", "all trusted: the peer");
-        assert_eq!(c(lb, &["6.6.6.6, garbage"]), "10.1.2.3", "a bad entry: the peer");
+        assert_eq!(
+            c(lb, &["6.6.6.6, 1.1.1.1, 10.0.0.7"]),
+            "1.1.1.1",
+            "right-most untrusted"
+        );
+        assert_eq!(
+            c(lb, &["6.6.6.6", "1.1.1.1,10.0.0.7"]),
+            "1.1.1.1",
+            "several headers"
+        );
+        assert_eq!(
+            c(lb, &["10.0.0.8, 10.0.0.7"]),
+            "10.1.2.3",
+            "all trusted: the peer"
+        );
+        assert_eq!(
+            c(lb, &["6.6.6.6, garbage"]),
+            "10.1.2.3",
+            "a bad entry: the peer"
+        );
         assert_eq!(c(lb, &["[2001:db8::1]:443"]), "2001:db8::1");
         assert_eq!(c(lb, &["1.1.1.1:8080"]), "1.1.1.1");
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(c(mapped, &["1.1.1.1"]), "1.1.1.1", "a mapped peer is its IPv4");
+        assert_eq!(
+            c(mapped, &["1.1.1.1"]),
+            "1.1.1.1",
+            "a mapped peer is its IPv4"
+        );
     }
 
     #[tokio::test]
@@ -178,14 +202,20 @@ mod tests {
         let mut r = &v1[..];
         let h = read_header(&mut r).await.unwrap();
         assert_eq!(r, b"GET /ws", "what follows stays unread");
-        assert_eq!(source(&h).unwrap(), Some("192.0.2.7:56324".parse().unwrap()));
+        assert_eq!(
+            source(&h).unwrap(),
+            Some("192.0.2.7:56324".parse().unwrap())
+        );
         let mut r = &b"PROXY UNKNOWN\r\n"[..];
         assert_eq!(source(&read_header(&mut r).await.unwrap()).unwrap(), None);
         let mut r = &b"GET /ws HTTP/1.1\r\n"[..];
         assert_eq!(read_header(&mut r).await, Err(ProxyError::NotProxy));
         let long = format!("PROXY TCP4 {}\r\n", "1".repeat(200));
         let mut r = long.as_bytes();
-        assert!(matches!(read_header(&mut r).await, Err(ProxyError::Invalid(_))));
+        assert!(matches!(
+            read_header(&mut r).await,
+            Err(ProxyError::Invalid(_))
+        ));
         let mut r = &b"PROXY TCP4 1.2.3.4"[..];
         assert_eq!(read_header(&mut r).await, Err(ProxyError::Closed));
         // v2: PROXY, TCP over IPv4, 12 address bytes, then a TLV
@@ -197,13 +227,22 @@ mod tests {
         let mut r = &v2[..];
         let h = read_header(&mut r).await.unwrap();
         assert_eq!(r, b"\x16\x03\x01");
-        assert_eq!(source(&h).unwrap(), Some("203.0.113.5:8080".parse().unwrap()));
+        assert_eq!(
+            source(&h).unwrap(),
+            Some("203.0.113.5:8080".parse().unwrap())
+        );
         let mut local = V2_SIGNATURE.to_vec();
         local.extend([0x20, 0x00, 0x00, 0x00]);
-        assert_eq!(source(&read_header(&mut &local[..]).await.unwrap()).unwrap(), None);
+        assert_eq!(
+            source(&read_header(&mut &local[..]).await.unwrap()).unwrap(),
+            None
+        );
         let mut huge = V2_SIGNATURE.to_vec();
         huge.extend([0x21, 0x11, 0xff, 0xff]);
-        assert_eq!(read_header(&mut &huge[..]).await, Err(ProxyError::TooLong(65535)));
+        assert_eq!(
+            read_header(&mut &huge[..]).await,
+            Err(ProxyError::TooLong(65535))
+        );
         let mut bad = V2_SIGNATURE.to_vec();
         bad.extend([0x99, 0x11, 0x00, 0x00]);
         let h = read_header(&mut &bad[..]).await.unwrap();
