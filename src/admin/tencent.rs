@@ -172,10 +172,7 @@ async fn run(gw: &Gateway, req: Request) -> Result<Response, Fail> {
     if q.identifier != app.admin_identifier {
         return Err(Fail::new(
             NOT_ADMIN,
-            format!(
-                "identifier {:?} is not the app admin: the REST API needs the app's admin_identifier",
-                q.identifier
-            ),
+            "identifier is not the app admin: the REST API needs the app's admin_identifier",
         ));
     }
     usersig::verify_any(
