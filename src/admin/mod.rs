@@ -7,6 +7,7 @@
 
 mod console;
 mod error;
+mod tencent;
 
 pub use error::{ApiError, ApiResult};
 
@@ -48,6 +49,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/console/config", get(console::config))
         .route("/console/sdk/{name}", get(console::sdk_file))
         .route("/console/{name}", get(console::console_file))
+        .route("/v4/{*path}", axum::routing::any(tencent::handle))
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
         .with_state(gw)
