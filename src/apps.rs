@@ -1,11 +1,12 @@
-//! The configured apps as the running gateway uses them: each app's pre-keyed UserSig key and its
-//! multi-device policy, by `sdk_app_id`.
+//! The configured apps as the running gateway uses them: each app's pre-keyed UserSig keys, its
+//! multi-device policy and its admin identifier, by `sdk_app_id`, together with the throttle's
+//! settings: everything a login decides with.
 //!
-//! The table is one immutable snapshot behind an [`ArcSwap`]: a login takes the snapshot of the app
-//! once ([`Apps::get`]) and uses it throughout, so a change of the table (a reload) is seen by a
-//! login either entirely or not at all.
+//! The table is one immutable [`Snapshot`] behind an [`ArcSwap`]: a login takes the snapshot once
+//! ([`Apps::snapshot`]) and uses it throughout, so a reload, which swaps the whole snapshot, is seen
+//! by a login either entirely or not at all.
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, ThrottleConfig};
 use crate::policy::Policy;
 use crate::usersig::SigKey;
 use arc_swap::ArcSwap;
@@ -43,38 +44,64 @@ impl App {
     }
 }
 
+/// What a login decides with, at one instant.
+#[derive(Debug)]
+pub struct Snapshot {
+    apps: HashMap<u64, Arc<App>>,
+    pub throttle: ThrottleConfig,
+}
+
+impl Snapshot {
+    pub fn app(&self, app: u64) -> Option<&Arc<App>> {
+        self.apps.get(&app)
+    }
+}
+
 /// The app table.
 #[derive(Debug)]
 pub struct Apps {
-    table: ArcSwap<HashMap<u64, Arc<App>>>,
+    current: ArcSwap<Snapshot>,
 }
 
 impl Apps {
-    pub fn new(configs: &[AppConfig]) -> Apps {
+    pub fn new(configs: &[AppConfig], throttle: &ThrottleConfig) -> Apps {
         Apps {
-            table: ArcSwap::from_pointee(Self::build(configs)),
+            current: ArcSwap::from_pointee(Self::build(configs, throttle)),
         }
     }
 
-    fn build(configs: &[AppConfig]) -> HashMap<u64, Arc<App>> {
-        configs
-            .iter()
-            .map(|c| (c.sdk_app_id, Arc::new(App::from_config(c))))
-            .collect()
+    fn build(configs: &[AppConfig], throttle: &ThrottleConfig) -> Snapshot {
+        Snapshot {
+            apps: configs
+                .iter()
+                .map(|c| (c.sdk_app_id, Arc::new(App::from_config(c))))
+                .collect(),
+            throttle: throttle.clone(),
+        }
     }
 
-    /// The app's current snapshot.
+    /// Replaces the whole table (a reload).
+    pub fn replace(&self, configs: &[AppConfig], throttle: &ThrottleConfig) {
+        self.current.store(Arc::new(Self::build(configs, throttle)));
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The app's current settings.
     pub fn get(&self, app: u64) -> Option<Arc<App>> {
-        self.table.load().get(&app).cloned()
+        self.current.load().apps.get(&app).cloned()
     }
 
     pub fn contains(&self, app: u64) -> bool {
-        self.table.load().contains_key(&app)
+        self.current.load().apps.contains_key(&app)
     }
 
     /// The configured app ids, sorted.
     pub fn ids(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.table.load().keys().copied().collect();
+        let mut v: Vec<u64> = self.current.load().apps.keys().copied().collect();
         v.sort_unstable();
         v
     }

@@ -115,7 +115,7 @@ impl Default for Config {
 }
 
 /// `[tls]`: PEM files for the WebSocket listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// The certificate chain.
@@ -125,7 +125,7 @@ pub struct TlsConfig {
 }
 
 /// `[cluster]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://HOST:PORT[/DB]` of the shared Redis (7.0 or later). Required.
@@ -156,15 +156,18 @@ impl Default for ClusterConfig {
 }
 
 /// `[throttle]`: failed UserSig verifications per (app, user, client IP) in a sliding window.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
     /// Failures within the window that trigger 70050.
     pub max_failures: u32,
     /// The sliding window in seconds.
     pub window_secs: u64,
-    /// (app, user, IP) keys tracked at most; the oldest are forgotten first.
+    /// (app, user, IP) keys tracked at most; the oldest are forgotten first (never a throttled one).
     pub max_keys: usize,
+    /// Failures from one client address within the window after which every attempt from it
+    /// answers 70050, for any user (an IPv6 address counts by its /64). 0: off.
+    pub max_failures_per_ip: u32,
 }
 
 impl Default for ThrottleConfig {
@@ -173,6 +176,7 @@ impl Default for ThrottleConfig {
             max_failures: 5,
             window_secs: 60,
             max_keys: 100_000,
+            max_failures_per_ip: 100,
         }
     }
 }
@@ -214,7 +218,7 @@ impl Default for AppConfig {
 }
 
 /// `[app.webhook]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhookConfig {
     /// `http://` URL the State.StateChange callbacks are POSTed to. Required.

@@ -92,8 +92,14 @@ impl Conns {
     /// Starts the drain: every socket is told to close with 1001.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        for c in self.map.iter() {
-            c.value().push(Event::Shutdown);
+        self.broadcast(Event::Shutdown);
+    }
+
+    /// Tells every open socket (each acts on it or ignores it).
+    pub fn broadcast(&self, event: Event) {
+        let all: Vec<Arc<Outbox>> = self.map.iter().map(|c| Arc::clone(c.value())).collect();
+        for c in all {
+            c.push(event.clone());
         }
     }
 

@@ -8,7 +8,7 @@
 //! What it does not own: any socket. Sockets own their [`Session`](crate::session::Session); this
 //! holds [`Outbox`] handles only, through the connection table, the store and the wheel.
 
-use crate::apps::{App, Apps};
+use crate::apps::{Apps, Snapshot};
 use crate::clock;
 use crate::config::Config;
 use crate::conns::Conns;
@@ -93,7 +93,7 @@ impl Gateway {
     pub fn new(p: Parts) -> Gateway {
         Gateway {
             wheel: Arc::new(Mutex::new(Wheel::new(clock::now_secs()))),
-            throttle: Throttle::new(&p.config.throttle),
+            throttle: Throttle::new(),
             config: ArcSwap::from_pointee(p.config),
             edge: p.edge,
             apps: p.apps,
@@ -147,23 +147,26 @@ impl Gateway {
     /// Verifies a UserSig for a login or refresh in the order of contract §2, but for the
     /// revocation (70052), which the presence store checks atomically with the login. Failures
     /// count in the throttle. `Err` carries the code and a description for the response.
-    /// `found` is the app's snapshot, `None` when `app` is not configured (70020).
+    /// `snap` is the login's snapshot of the apps and the throttle settings; an app it does not
+    /// have is 70020.
     pub fn verify(
         &self,
+        snap: &Snapshot,
         app: u64,
-        found: Option<&App>,
         user: &str,
         user_sig: &str,
         ip: IpAddr,
         now_ms: u64,
     ) -> Result<Decoded, (Code, String)> {
-        if self.throttle.is_blocked(app, user, ip, now_ms) {
+        let p = &snap.throttle;
+        if self.throttle.is_blocked(p, app, user, ip, now_ms) {
             return Err((Code::Throttled, Code::Throttled.desc().to_owned()));
         }
-        let result = usersig::verify_any(user_sig, found.map(|a| &a.keys[..]), app, user, now_ms)
+        let keys = snap.app(app).map(|a| &a.keys[..]);
+        let result = usersig::verify_any(user_sig, keys, app, user, now_ms)
             .map_err(|e| (e.code(), e.to_string()));
         if result.is_err() {
-            self.throttle.record_failure(app, user, ip, now_ms);
+            self.throttle.record_failure(p, app, user, ip, now_ms);
         }
         result
     }

@@ -21,6 +21,7 @@
 //!   per-address caps.
 //! - [`conn`]: the socket I/O loop: frames, deadlines, closes.
 //! - [`admin`]: the admin HTTP API, and the browser console served beside it.
+//! - [`reload`]: live reload of the config file (SIGHUP, `POST /v1/reload`).
 //! - [`server`]: listeners, accept loop, shutdown and drain.
 //! - [`cli`]: the command line.
 //!
@@ -43,6 +44,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod presence;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod throttle;
@@ -116,8 +118,9 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
         let server = server::Server::bind(config).await?;
         let ws = server.ws_url().map_err(ServeError::Bind)?;
         let admin = server.admin_addr().map_err(ServeError::Bind)?;
-        // Before the announce lines: whoever reads them may send SIGTERM at once.
+        // Before the announce lines: whoever reads them may send SIGTERM or SIGHUP at once.
         let shutdown = server::shutdown_signal();
+        let server = server.reload_on(server::reload_signal());
         let mut out = std::io::stdout().lock();
         for line in &banner {
             let _ = writeln!(out, "{line}");

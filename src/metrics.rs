@@ -47,6 +47,11 @@ pub struct CloseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabel {
     pub sdk_app_id: u64,
     pub result: &'static str,
@@ -68,6 +73,8 @@ pub struct Metrics {
     pub closes: Family<CloseLabel, Counter>,
     pub dau_gauge: Family<AppLabel, Gauge>,
     pub webhook: Family<WebhookLabel, Counter>,
+    /// Config reloads by result (`applied`, `error`).
+    pub reloads: Family<ReloadLabel, Counter>,
     /// Cluster mode: 1 while Redis answers.
     pub redis_up: Gauge,
     /// Cluster mode: live nodes as this node last saw them.
@@ -96,6 +103,7 @@ impl Metrics {
         let closes = Family::<CloseLabel, Counter>::default();
         let dau_gauge = Family::<AppLabel, Gauge>::default();
         let webhook = Family::<WebhookLabel, Counter>::default();
+        let reloads = Family::<ReloadLabel, Counter>::default();
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -127,6 +135,11 @@ impl Metrics {
             "webhook_events",
             "State.StateChange webhook events by result",
             webhook.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Configuration reloads by result",
+            reloads.clone(),
         );
         let redis_up = Gauge::default();
         let live_nodes = Gauge::default();
@@ -165,6 +178,7 @@ impl Metrics {
             closes,
             dau_gauge,
             webhook,
+            reloads,
             redis_up,
             live_nodes,
             shared_dau: cluster,

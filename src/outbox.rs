@@ -42,6 +42,8 @@ pub enum Event {
     },
     /// The gateway is shutting down.
     Shutdown,
+    /// A reload removed this app: a session of it is closed as an admin kick.
+    AppRemoved { app: u64 },
 }
 
 #[derive(Default)]

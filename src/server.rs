@@ -71,8 +71,18 @@ pub struct Server {
     pub gateway: Arc<Gateway>,
     ws: TcpListener,
     admin: TcpListener,
-    deliverers: crate::webhook::Deliverers,
     stop: watch::Sender<bool>,
+    /// SIGHUP, when registered: each one reloads the config file.
+    reloads: Option<Reloads>,
+}
+
+/// The SIGHUP stream.
+pub type Reloads = tokio::signal::unix::Signal;
+
+/// Registers for SIGHUP now (before the announce lines, like [`shutdown_signal`]: a SIGHUP that came
+/// before would kill the process with the default action).
+pub fn reload_signal() -> Option<Reloads> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 impl Server {
@@ -98,10 +108,10 @@ impl Server {
             .iter()
             .filter_map(|a| a.webhook.clone().map(|w| (a.sdk_app_id, w)))
             .collect();
-        let (webhooks, deliverers) = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
+        let webhooks = Webhooks::start(&hooks, Arc::clone(&metrics), stop_rx);
         let deps = StoreDeps {
             conns: Arc::new(Conns::new(metrics.connections.clone())),
-            apps: Arc::new(Apps::new(&config.apps)),
+            apps: Arc::new(Apps::new(&config.apps, &config.throttle)),
             webhooks: Arc::new(webhooks),
             metrics,
         };
@@ -131,9 +141,15 @@ impl Server {
             gateway,
             ws,
             admin,
-            deliverers,
             stop,
+            reloads: None,
         })
+    }
+
+    /// Reloads the config file on each signal of `reloads` (SIGHUP).
+    pub fn reload_on(mut self, reloads: Option<Reloads>) -> Server {
+        self.reloads = reloads;
+        self
     }
 
     pub fn ws_addr(&self) -> io::Result<SocketAddr> {
@@ -158,10 +174,10 @@ impl Server {
     /// socket is closed with 1001, queued webhooks are delivered; all within `shutdown_grace_secs`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server {
+            reloads: self_reloads,
             gateway: gw,
             ws,
             admin,
-            mut deliverers,
             stop,
         } = self;
         let max_conns = gw.config().max_connections.min(Semaphore::MAX_PERMITS) as u32;
@@ -181,6 +197,16 @@ impl Server {
                 let _ = admin_rx.changed().await;
             });
         let admin_task = tokio::spawn(async move { admin_server.await });
+        let reload_task = self_reloads.map(|mut hup| {
+            let gw = Arc::clone(&gw);
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let gw = Arc::clone(&gw);
+                    // The file is read off the runtime's workers.
+                    let _ = tokio::task::spawn_blocking(move || crate::reload::reload(&gw)).await;
+                }
+            })
+        });
 
         shutdown.await;
         tracing::info!("shutting down: draining connections");
@@ -198,6 +224,7 @@ impl Server {
             );
         }
         let _ = stop.send(true);
+        let mut deliverers = gw.webhooks.take_deliverers();
         let flushed = timeout_at(deadline, async {
             while deliverers.join_next().await.is_some() {}
         })
@@ -211,6 +238,9 @@ impl Server {
             .leave(deadline.saturating_duration_since(Instant::now()))
             .await;
         for t in store_tasks {
+            t.abort();
+        }
+        if let Some(t) = reload_task {
             t.abort();
         }
         let _ = stop_admin.send(true);

@@ -8,7 +8,7 @@
 //! [`Session::on_event`], and the end of the socket through [`Session::on_close`]. Each request has
 //! one implementation, whatever the presence store; the session never touches the socket itself.
 
-use crate::apps::App;
+use crate::apps::{App, Snapshot};
 use crate::clock;
 use crate::expiry::WheelKey;
 use crate::gateway::Gateway;
@@ -203,17 +203,13 @@ impl Session {
             }
             ClientMsg::RefreshSig { user_sig, .. } => {
                 let a = self.active.as_ref().expect("checked above");
-                let app = ctx.gw.apps.get(a.app);
-                match ctx.gw.verify(
-                    a.app,
-                    app.as_deref(),
-                    &a.user,
-                    &user_sig,
-                    ctx.outbox.ip(),
-                    now_ms,
-                ) {
+                let snap = ctx.gw.apps.snapshot();
+                let ip = ctx.outbox.ip();
+                match ctx.gw.verify(&snap, a.app, &a.user, &user_sig, ip, now_ms) {
                     Err((code, desc)) => done(ServerMsg::error_with(seq, code, desc)),
-                    Ok(ticket) => Step::Wait(Box::pin(self.refresh(ctx, seq, ticket, now_ms))),
+                    Ok(ticket) => {
+                        Step::Wait(Box::pin(self.refresh(ctx, seq, ticket, snap, now_ms)))
+                    }
                 }
             }
             ClientMsg::Send { to, payload, .. } => match self.delivery(ctx, seq, &to, payload) {
@@ -229,7 +225,7 @@ impl Session {
         ctx: Ctx<'_>,
         m: &LoginMsg,
         now_ms: u64,
-    ) -> Result<(Platform, Decoded, Arc<App>), ServerMsg> {
+    ) -> Result<(Platform, Decoded, Arc<Snapshot>, Arc<App>), ServerMsg> {
         let gw = ctx.gw;
         let fail = |code: Code, desc: String| {
             gw.metrics.count_login(m.app, code);
@@ -259,26 +255,23 @@ impl Session {
                 "instance_id must be 1 to 64 printable ASCII characters without space".into(),
             ));
         }
-        // One snapshot of the app for the whole login: its key and its policy go together.
-        let app = gw.apps.get(m.app);
+        // One snapshot for the whole login: the app's keys and policy and the throttle's settings
+        // come from the same configuration.
+        let snap = gw.apps.snapshot();
+        let ip = ctx.outbox.ip();
         let ticket = gw
-            .verify(
-                m.app,
-                app.as_deref(),
-                &m.user,
-                &m.user_sig,
-                ctx.outbox.ip(),
-                now_ms,
-            )
+            .verify(&snap, m.app, &m.user, &m.user_sig, ip, now_ms)
             .map_err(|(code, desc)| fail(code, desc))?;
-        let app =
-            app.ok_or_else(|| fail(Code::AppNotConfigured, Code::AppNotConfigured.desc().into()))?;
-        Ok((platform, ticket, app))
+        let app = snap
+            .app(m.app)
+            .cloned()
+            .ok_or_else(|| fail(Code::AppNotConfigured, Code::AppNotConfigured.desc().into()))?;
+        Ok((platform, ticket, snap, app))
     }
 
     async fn login(&mut self, ctx: Ctx<'_>, m: LoginMsg, enc: Encoding, now_ms: u64) -> Reply {
         let gw = ctx.gw;
-        let (platform, ticket, app) = match Self::check_login(ctx, &m, now_ms) {
+        let (platform, ticket, snap, app) = match Self::check_login(ctx, &m, now_ms) {
             Ok(ok) => ok,
             Err(resp) => return Reply::with(resp),
         };
@@ -317,8 +310,9 @@ impl Session {
                     };
                 };
                 if refused == Refused::Revoked {
+                    let ip = ctx.outbox.ip();
                     gw.throttle
-                        .record_failure(m.app, &m.user, ctx.outbox.ip(), now_ms);
+                        .record_failure(&snap.throttle, m.app, &m.user, ip, now_ms);
                 }
                 gw.metrics.count_login(m.app, code);
                 return Reply::with(ServerMsg::error(m.seq, code));
@@ -371,7 +365,14 @@ impl Session {
         ))
     }
 
-    async fn refresh(&mut self, ctx: Ctx<'_>, seq: u64, ticket: Decoded, now_ms: u64) -> Reply {
+    async fn refresh(
+        &mut self,
+        ctx: Ctx<'_>,
+        seq: u64,
+        ticket: Decoded,
+        snap: Arc<Snapshot>,
+        now_ms: u64,
+    ) -> Reply {
         let gw = ctx.gw;
         let expire_at = ticket.expire_at();
         let a = self.active.as_mut().expect("checked by handle");
@@ -381,8 +382,9 @@ impl Session {
             .await
         {
             if refused == Refused::Revoked {
+                let ip = ctx.outbox.ip();
                 gw.throttle
-                    .record_failure(a.app, &a.user, ctx.outbox.ip(), now_ms);
+                    .record_failure(&snap.throttle, a.app, &a.user, ip, now_ms);
             }
             let code = refused.code().unwrap_or(Code::PresenceUnavailable);
             return Reply::with(ServerMsg::error(seq, code));
@@ -459,6 +461,21 @@ impl Session {
         let gw = ctx.gw;
         match event {
             Event::Shutdown => Action::Close(None, close::GOING_AWAY),
+            Event::AppRemoved { app } => {
+                let Some(a) = self.active.take_if(|a| a.app == app) else {
+                    return Action::None;
+                };
+                // Closed as an admin kick: the session leaves presence, with no event of its own.
+                gw.cancel_expiry(a.wheel);
+                if gw.presence.logout(a.as_ref()) {
+                    gw.metrics.count_kick(app, KickReason::Admin);
+                }
+                let push = ServerMsg::KickedOffline {
+                    reason: KickReason::Admin,
+                    by_platform: None,
+                };
+                Action::Close(Some((push, a.encoding)), close::ADMIN_KICKED)
+            }
             Event::Kick {
                 session,
                 reason,

@@ -7,13 +7,17 @@
 
 use crate::config::WebhookConfig;
 use crate::metrics::{Metrics, WebhookLabel};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
+use dashmap::DashMap;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use imgate_proto::Platform;
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,11 +123,36 @@ impl StateChange {
     }
 }
 
-/// The webhook queues of every app that has one.
+/// Each user may hold at most this share of an app's queue (1/8): one user flooding state changes
+/// cannot take the room other users' events need (contract §16).
+const USER_SHARE: usize = 8;
+
+/// What an app's queue and its delivery task share.
+#[derive(Debug)]
+struct Shared {
+    cfg: ArcSwap<WebhookConfig>,
+    /// Events queued per user (by a keyed hash), for the per-user share.
+    queued: DashMap<u64, u32>,
+    per_user: u32,
+}
+
+/// One app's queue.
+#[derive(Debug)]
+struct Queue {
+    tx: mpsc::Sender<(u64, StateChange)>,
+    shared: Arc<Shared>,
+    /// The queue's size (a reload that changes it starts a new queue).
+    size: usize,
+}
+
+/// The webhook queues of every app that has one; a reload adds, changes and removes them.
 #[derive(Debug)]
 pub struct Webhooks {
-    queues: HashMap<u64, mpsc::Sender<StateChange>>,
+    queues: ArcSwap<HashMap<u64, Arc<Queue>>>,
     metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    tasks: Mutex<Deliverers>,
+    hasher: RandomState,
 }
 
 /// Handles of the delivery tasks, for the shutdown drain.
@@ -135,26 +164,69 @@ impl Webhooks {
         apps: &[(u64, WebhookConfig)],
         metrics: Arc<Metrics>,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) -> (Webhooks, Deliverers) {
-        let mut queues = HashMap::new();
-        let mut tasks = JoinSet::new();
+    ) -> Webhooks {
+        let w = Webhooks {
+            queues: ArcSwap::from_pointee(HashMap::new()),
+            metrics,
+            stop,
+            tasks: Mutex::new(JoinSet::new()),
+            hasher: RandomState::new(),
+        };
+        w.reload(apps);
+        w
+    }
+
+    /// Applies a new set of webhooks: an unchanged queue stays as it is (with its events), a
+    /// changed URL, attempts or timeout applies to the next event, a changed queue size starts a
+    /// new queue (the old one is delivered and its task ends), a removed webhook's queue is
+    /// delivered and its task ends.
+    pub fn reload(&self, apps: &[(u64, WebhookConfig)]) {
+        let old = self.queues.load_full();
+        let mut next = HashMap::with_capacity(apps.len());
         for (app, cfg) in apps {
-            let (tx, rx) = mpsc::channel(cfg.queue);
-            queues.insert(*app, tx);
-            tasks.spawn(deliver(
-                *app,
-                cfg.clone(),
-                rx,
-                Arc::clone(&metrics),
-                stop.clone(),
-            ));
+            let q = match old.get(app) {
+                Some(q) if q.size == cfg.queue => {
+                    if **q.shared.cfg.load() != *cfg {
+                        q.shared.cfg.store(Arc::new(cfg.clone()));
+                    }
+                    Arc::clone(q)
+                }
+                _ => self.spawn_queue(*app, cfg),
+            };
+            next.insert(*app, q);
         }
-        (Webhooks { queues, metrics }, tasks)
+        self.queues.store(Arc::new(next));
+    }
+
+    fn spawn_queue(&self, app: u64, cfg: &WebhookConfig) -> Arc<Queue> {
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let shared = Arc::new(Shared {
+            cfg: ArcSwap::from_pointee(cfg.clone()),
+            queued: DashMap::new(),
+            per_user: u32::try_from((cfg.queue / USER_SHARE).max(1)).unwrap_or(u32::MAX),
+        });
+        self.tasks.lock().spawn(deliver(
+            app,
+            Arc::clone(&shared),
+            rx,
+            Arc::clone(&self.metrics),
+            self.stop.clone(),
+        ));
+        Arc::new(Queue {
+            tx,
+            shared,
+            size: cfg.queue,
+        })
+    }
+
+    /// The delivery tasks, for the shutdown drain (taken once).
+    pub fn take_deliverers(&self) -> Deliverers {
+        std::mem::take(&mut *self.tasks.lock())
     }
 
     /// Whether the app has a webhook (so callers can skip building events nobody receives).
     pub fn enabled(&self, app: u64) -> bool {
-        self.queues.contains_key(&app)
+        self.queues.load().contains_key(&app)
     }
 
     /// Queues a state change of a session, stamped now, for its app's webhook if it has one (the
@@ -183,41 +255,63 @@ impl Webhooks {
     }
 
     /// Queues an event for its app's webhook, if it has one. Never waits; returns false when the
-    /// event was dropped because the queue was full or closed.
+    /// event was dropped: the queue was full or closed, or its user already holds its share.
     pub fn emit(&self, event: StateChange) -> bool {
-        let Some(q) = self.queues.get(&event.app) else {
+        let queues = self.queues.load();
+        let Some(q) = queues.get(&event.app) else {
             return true;
         };
         let app = event.app;
-        match q.try_send(event) {
-            Ok(()) => true,
-            Err(_) => {
-                self.metrics
-                    .webhook
-                    .get_or_create(&WebhookLabel {
-                        sdk_app_id: app,
-                        result: "dropped",
-                    })
-                    .inc();
+        let user = self.hasher.hash_one(&event.user);
+        let admitted = {
+            let mut n = q.shared.queued.entry(user).or_insert(0);
+            if *n >= q.shared.per_user {
                 false
+            } else {
+                *n += 1;
+                true
             }
+        };
+        if admitted && q.tx.try_send((user, event)).is_ok() {
+            return true;
         }
+        if admitted {
+            taken(&q.shared, user);
+        }
+        self.metrics
+            .webhook
+            .get_or_create(&WebhookLabel {
+                sdk_app_id: app,
+                result: "dropped",
+            })
+            .inc();
+        false
     }
+}
+
+/// An event of `user` left the queue.
+fn taken(shared: &Shared, user: u64) {
+    shared.queued.remove_if_mut(&user, |_, n| {
+        *n = n.saturating_sub(1);
+        *n == 0
+    });
 }
 
 async fn deliver(
     app: u64,
-    cfg: WebhookConfig,
-    mut rx: mpsc::Receiver<StateChange>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<(u64, StateChange)>,
     metrics: Arc<Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
-    let cfg = Arc::new(cfg);
     let mut in_flight = JoinSet::new();
-    let mut stopping = false;
+    let mut stopping = *stop.borrow();
+    if stopping {
+        rx.close();
+    }
     loop {
         while in_flight.len() >= IN_FLIGHT {
             in_flight.join_next().await;
@@ -230,8 +324,10 @@ async fn deliver(
                 continue;
             }
         };
-        let Some(event) = event else { break };
-        let (client, cfg, metrics) = (client.clone(), Arc::clone(&cfg), Arc::clone(&metrics));
+        let Some((user, event)) = event else { break };
+        taken(&shared, user);
+        let cfg = shared.cfg.load_full();
+        let (client, metrics) = (client.clone(), Arc::clone(&metrics));
         in_flight.spawn(async move {
             let ok = post_with_retries(&client, &cfg, &event).await;
             metrics

@@ -39,6 +39,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/kick", post(kick))
         .route("/v1/online", get(online))
         .route("/v1/push", post(push))
+        .route("/v1/reload", post(reload))
         .route("/v1/dev/usersig", post(console::mint))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&gw), auth));
     Router::new()
@@ -207,6 +208,19 @@ async fn push(State(gw): State<Arc<Gateway>>, body: Bytes) -> ApiResult {
         .await
         .map_err(unavailable)?;
     Ok(Json(json!({ "delivered": delivered })))
+}
+
+/// `POST /v1/reload`: re-reads the config file (contract §14); 400 with the error when it is bad.
+async fn reload(State(gw): State<Arc<Gateway>>) -> ApiResult {
+    let done = tokio::task::spawn_blocking(move || crate::reload::reload(&gw))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(Json(json!({
+        "applied": true,
+        "not_applied": done.not_applied,
+        "removed_apps": done.removed_apps,
+    })))
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {

@@ -176,7 +176,7 @@ impl Gateway {
                 .recv_timeout(WAIT)
                 .expect("the gateway prints its announce lines");
             printed.push(line.clone());
-            if let Some(i) = line.find("listening on ws://") {
+            if let Some(i) = line.find("listening on ws") {
                 if !line.contains("admin") {
                     ws_url = Some(line[i + "listening on ".len()..].trim().to_owned());
                 }
@@ -193,6 +193,11 @@ impl Gateway {
             _redis: None,
         };
         (gw, printed)
+    }
+
+    /// The config file the gateway was started with (a test may rewrite it and reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.0.join("imgate.toml")
     }
 
     pub fn pid(&self) -> u32 {
