@@ -7,14 +7,19 @@
 //! holds the connection, reading until the peer leaves. The listener has a deep backlog (8192), like
 //! the gateway's.
 //!
+//! With `--tls-cert FILE --tls-key FILE` it is the bare TLS stack: tokio-rustls (the same rustls
+//! server config as the gateway's: ring, TLS 1.2/1.3, the same PEM loading) under the same
+//! tokio-tungstenite settings.
+//!
 //! ```text
-//! cargo run --release --example baseline -- [--listen 127.0.0.1:0] [--read-buffer BYTES]
+//! cargo run --release --example baseline -- [--listen 127.0.0.1:0] [--read-buffer BYTES] \
+//!     [--tls-cert cert.pem --tls-key key.pem]
 //! ```
-//! It prints `listening on ws://ADDR/ws`; `imgate load --baseline --url ws://ADDR/ws` drives it.
+//! It prints `listening on ws://ADDR/ws` (or `wss://`); `imgate load --baseline --url ws://ADDR/ws`
+//! drives it.
 
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,14 +31,26 @@ fn main() -> anyhow::Result<()> {
     // The gateway's defaults, taken from its own config so the two cannot drift apart.
     let defaults = imgate::config::Config::development(1, "k".into(), "t".into());
     let mut read_buffer = defaults.read_buffer_bytes;
+    let (mut cert, mut key) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().unwrap_or_default().parse()?,
             "--read-buffer" => read_buffer = args.next().unwrap_or_default().parse()?,
-            _ => anyhow::bail!("usage: baseline [--listen ADDR] [--read-buffer BYTES]"),
+            "--tls-cert" => cert = args.next().map(std::path::PathBuf::from),
+            "--tls-key" => key = args.next().map(std::path::PathBuf::from),
+            _ => anyhow::bail!(
+                "usage: baseline [--listen ADDR] [--read-buffer BYTES] [--tls-cert FILE --tls-key FILE]"
+            ),
         }
     }
+    let tls = match (cert, key) {
+        (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
+            imgate::edge::tls::server_config(&c, &k).map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.msg))?,
+        )),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    };
     let max_frame = defaults.max_frame_bytes;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(read_buffer)
@@ -48,7 +65,8 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let listener = imgate::server::bind(listen)?;
-        println!("listening on ws://{}/ws", listener.local_addr()?);
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        println!("listening on {scheme}://{}/ws", listener.local_addr()?);
         println!("read buffer {read_buffer} bytes");
         loop {
             let (stream, _) = match listener.accept().await {
@@ -60,12 +78,27 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(serve(stream, ws_config));
+            match &tls {
+                None => {
+                    tokio::spawn(serve(stream, ws_config));
+                }
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            serve(tls, ws_config).await;
+                        }
+                    });
+                }
+            }
         }
     })
 }
 
-async fn serve(stream: TcpStream, config: WebSocketConfig) {
+async fn serve<S>(stream: S, config: WebSocketConfig)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 /// The sdk_app_id of the development gateway (`imgate serve` without a config file).
 pub const DEV_SDK_APP_ID: u64 = 1_400_000_000;
@@ -115,12 +115,15 @@ pub struct LoadArgs {
     /// Print a one-line JSON summary instead of the text report
     #[arg(long)]
     pub json: bool,
+    /// wss:// URLs: trust the server certificate(s) in this PEM file
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Why a load run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("--url {0:?}: expected ws://HOST:PORT/PATH")]
+    #[error("--url {0:?}: expected ws://HOST:PORT/PATH or wss://HOST:PORT/PATH")]
     Url(String),
     #[error("cannot resolve {0}: {1}")]
     Resolve(String, std::io::Error),
@@ -282,9 +285,11 @@ struct Target {
     baseline: bool,
     deadline: Duration,
     ws_config: WebSocketConfig,
+    /// wss://: the TLS client config.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A failure kind, counted in the report.
 type Fail = String;
@@ -311,10 +316,12 @@ impl Target {
             .await
             .map_err(|e| format!("connect: {:?}", e.kind()))?;
         let _ = stream.set_nodelay(true);
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
+        let connector = self.tls.clone().map(Connector::Rustls);
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(
             self.url.as_str(),
             stream,
             Some(self.ws_config),
+            connector,
         )
         .await
         .map_err(|e| format!("upgrade: {}", short(&e.to_string())))?;
@@ -370,6 +377,7 @@ fn login_frame(args: &LoadArgs, key: &SigKey, user: &str, now: u64) -> String {
 async fn resolve(url: &str) -> Result<(SocketAddr, String), LoadError> {
     let rest = url
         .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
         .ok_or_else(|| LoadError::Url(url.into()))?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() {
@@ -381,6 +389,29 @@ async fn resolve(url: &str) -> Result<(SocketAddr, String), LoadError> {
         .find(SocketAddr::is_ipv4)
         .ok_or_else(|| LoadError::Resolve(authority.into(), std::io::ErrorKind::NotFound.into()))?;
     Ok((addr, url.to_owned()))
+}
+
+/// The TLS client config of `--tls-ca` (ring, the given roots).
+fn tls_client(args: &LoadArgs) -> Result<Option<Arc<rustls::ClientConfig>>, LoadError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let Some(path) = &args.tls_ca else {
+        return Ok(None);
+    };
+    let bad = |e: String| LoadError::Args(format!("--tls-ca {}: {e}", path.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        roots
+            .add(c.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(Arc::new(cfg)))
 }
 
 /// Raises the soft open-files limit to the hard one; returns the limit in force.
@@ -422,13 +453,16 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
             "imgate load: warning: {sockets} sockets need more than the open-files limit of {nofile}"
         );
     }
+    let tls = tls_client(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(LoadError::Runtime)?;
     runtime.block_on(async move {
         let make_target = |(addr, url): (SocketAddr, String)| {
+            let tls = url.starts_with("wss://").then(|| tls.clone()).flatten();
             Arc::new(Target {
+                tls,
                 addr,
                 url,
                 spread: !args.single_source && addr.ip().is_loopback(),
