@@ -46,7 +46,8 @@ fn main() -> anyhow::Result<()> {
     }
     let tls = match (cert, key) {
         (Some(c), Some(k)) => Some(tokio_rustls::TlsAcceptor::from(
-            imgate::edge::tls::server_config(&c, &k).map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.msg))?,
+            imgate::edge::tls::server_config(&c, &k)
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.msg))?,
         )),
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),

@@ -76,6 +76,20 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// `[tls]`: `listen` serves wss://.
     pub tls: Option<TlsConfig>,
+    /// The HTTP upgrade request (after the PROXY header and TLS) must be complete this long after
+    /// accept, or the connection is closed unanswered (§16). 0: off.
+    pub upgrade_timeout_secs: u64,
+    /// Inbound frames of any kind per socket per second (a burst of twice that); more closes the
+    /// socket with 1008 (§16). 0: off.
+    pub max_frames_per_sec: u32,
+    /// `login`, `logout`, `refresh_sig` and `send` per socket per second, one budget (a burst of
+    /// twice that); more answers 7008 (§16). 0: off.
+    pub max_requests_per_sec: u32,
+    /// Sockets not logged in per client address (IPv6: per /64); more is refused (§16). 0: off.
+    pub max_pending_per_ip: usize,
+    /// Sockets not logged in, in total; more is refused (§16). Must be below `max_connections`.
+    /// 0: off.
+    pub max_pending: usize,
     pub throttle: ThrottleConfig,
     #[serde(rename = "app")]
     pub apps: Vec<AppConfig>,
@@ -107,6 +121,11 @@ impl Default for Config {
             proxy_protocol: false,
             max_connections_per_ip: 0,
             tls: None,
+            upgrade_timeout_secs: 5,
+            max_frames_per_sec: 200,
+            max_requests_per_sec: 20,
+            max_pending_per_ip: 64,
+            max_pending: 10_000,
             throttle: ThrottleConfig::default(),
             apps: Vec::new(),
             cluster: None,
@@ -343,6 +362,15 @@ impl Config {
             if v == 0 {
                 return Err(err(key, "must be greater than 0".into()));
             }
+        }
+        if self.max_pending != 0 && self.max_pending >= self.max_connections {
+            return Err(err(
+                "max_pending",
+                format!(
+                    "must be below max_connections ({}), so that sockets waiting to log in can never take every slot",
+                    self.max_connections
+                ),
+            ));
         }
         if self.max_frame_bytes > MAX_FRAME_LIMIT {
             return Err(err(

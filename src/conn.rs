@@ -11,7 +11,9 @@
 //! is written and the TCP connection is shut down and drained for a short, bounded time so the peer
 //! reads the close frame rather than a reset.
 
+use crate::clock::{self, Budget};
 use crate::config::Config;
+use crate::edge::limits::Waiting;
 use crate::edge::stream::Io;
 use crate::gateway::Gateway;
 use crate::outbox::{Event, Outbox};
@@ -33,6 +35,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+/// A socket with messages waiting that has taken nothing for this long is a slow consumer (4003).
+const STALL: Duration = Duration::from_secs(10);
 /// How long a closing socket waits for its close frame to leave and for the peer to hang up.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -42,13 +46,29 @@ type Ws = WebSocketStream<Io>;
 pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
     // The socket lives with the configuration it opened under (a reload changes later sockets).
     let cfg = gw.config();
-    let login_deadline = Instant::now() + Duration::from_secs(cfg.login_timeout_secs);
+    let accepted_at = Instant::now();
+    let login_deadline = accepted_at + Duration::from_secs(cfg.login_timeout_secs);
+    // §16: not logged in yet, so it counts against the pending caps from accept on.
+    let Some(pending) =
+        gw.edge
+            .pending
+            .enter(&cfg, peer.ip(), gw.edge.address_known(&cfg, peer.ip()))
+    else {
+        tracing::debug!(%peer, "too many sockets waiting to log in: closed at accept");
+        return;
+    };
+    // The upgrade request (after the PROXY header and TLS) must be complete within
+    // upgrade_timeout_secs; the login deadline still runs from accept.
+    let upgrade_deadline = match cfg.upgrade_timeout_secs {
+        0 => login_deadline,
+        s => login_deadline.min(accepted_at + Duration::from_secs(s)),
+    };
     // Boxed, like `close_socket` below: their state (the PROXY header, the TLS handshake, a 1 KiB
     // read chunk, the parsed headers, the linger buffer) would otherwise be part of this future for
     // the socket's whole life (see BENCHMARKS.md); on the heap it exists only while they run.
     let accepted = timeout_at(
-        login_deadline,
-        Box::pin(gw.edge.handshake(&cfg, stream, peer)),
+        upgrade_deadline,
+        Box::pin(gw.edge.handshake(&cfg, stream, peer, pending)),
     )
     .await;
     let crate::edge::Accepted {
@@ -56,6 +76,7 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
         leftover,
         client,
         slot,
+        pending,
     } = match accepted {
         Ok(Ok(a)) => a,
         Ok(Err(why)) => {
@@ -76,15 +97,19 @@ pub async fn serve(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
         .max_frame_size(Some(cfg.max_frame_bytes));
     let ws =
         WebSocketStream::from_partially_read(io, leftover, Role::Server, Some(ws_config)).await;
-    let outbox = gw.open_conn(client, cfg.outbound_queue);
+    let outbox = gw.open_conn(client, &cfg);
     let mut conn = Conn {
         gw: &gw,
         cfg: &cfg,
         outbox: &outbox,
-        session: Session::new(),
+        session: Session::new(cfg.max_requests_per_sec),
         pending: VecDeque::new(),
         pending_bytes: 0,
         login_deadline: Some(login_deadline),
+        frames: Budget::full(cfg.max_frames_per_sec),
+        last_write: Instant::now(),
+        waiting: Some(pending),
+        client,
     };
     conn.run(ws).await;
     gw.close_conn(&outbox);
@@ -119,6 +144,13 @@ struct Conn<'a> {
     pending_bytes: usize,
     /// While logged out: when the socket is closed with 4000.
     login_deadline: Option<Instant>,
+    /// Inbound frames per second (§16: 1008 beyond).
+    frames: Budget,
+    /// When the socket last took a frame from its queue (or had nothing waiting).
+    last_write: Instant,
+    /// While not logged in: the socket's place in the pending counts (§16).
+    waiting: Option<Waiting>,
+    client: std::net::IpAddr,
 }
 
 impl<'a> Conn<'a> {
@@ -128,6 +160,13 @@ impl<'a> Conn<'a> {
             cfg: self.cfg,
             outbox: self.outbox,
         }
+    }
+
+    /// Whether a message delivery still fits the socket's queue. The outbox already holds
+    /// deliveries to half the bounds (and drops the rest, uncounted); this only catches what
+    /// raced past it.
+    fn room_for_message(&self) -> bool {
+        self.pending.len() < self.cfg.outbound_queue && self.pending_bytes < self.cfg.outbound_bytes
     }
 
     /// Queues a message for the socket; false when the queue overflowed.
@@ -146,9 +185,22 @@ impl<'a> Conn<'a> {
             && self.pending_bytes <= self.cfg.outbound_bytes
     }
 
-    fn next_deadline(&self, idle_at: Instant, ping_at: Instant) -> Instant {
-        let t = idle_at.min(ping_at);
+    fn next_deadline(&self, idle_at: Instant, ping_at: Instant, writing: bool) -> Instant {
+        let mut t = idle_at.min(ping_at);
+        if writing {
+            t = t.min(self.last_write + STALL);
+        }
         self.login_deadline.map_or(t, |d| d.min(t))
+    }
+
+    /// Keeps the socket's place in the pending counts while it is not logged in (§16): given
+    /// back at login, taken again (whatever the counts) when it logs out or its UserSig expires.
+    fn count_waiting(&mut self) {
+        if self.session.is_logged_in() {
+            self.waiting = None;
+        } else if self.waiting.is_none() {
+            self.waiting = Some(self.gw.edge.pending.reenter(self.client));
+        }
     }
 
     /// Acts on outbox events in order; `Some` when the socket must close.
@@ -168,6 +220,16 @@ impl<'a> Conn<'a> {
                 } => {
                     if logged_out {
                         self.login_deadline = Some(Instant::now() + login_timeout);
+                        self.count_waiting();
+                    }
+                    if matches!(msg, ServerMsg::Message { .. }) && !self.room_for_message() {
+                        // Others' traffic is dropped for a socket that cannot take it in time
+                        // (§16); only a socket that has taken nothing for STALL is a slow consumer.
+                        if self.last_write.elapsed() >= STALL {
+                            end = Some(End::Close(close::SLOW_CONSUMER, "slow consumer".into()));
+                            break;
+                        }
+                        continue;
                     }
                     if !self.queue(&msg, encoding) {
                         end = Some(End::Close(close::SLOW_CONSUMER, "slow consumer".into()));
@@ -199,7 +261,7 @@ impl<'a> Conn<'a> {
         let max_frame = cfg.max_frame_bytes;
         let mut last_inbound = Instant::now();
         let mut ping_at = last_inbound + ping_every;
-        let mut armed = self.next_deadline(last_inbound + idle, ping_at);
+        let mut armed = self.next_deadline(last_inbound + idle, ping_at, false);
         let timer = sleep_until(armed);
         tokio::pin!(timer);
         let mut events: Vec<Event> = Vec::new();
@@ -209,6 +271,7 @@ impl<'a> Conn<'a> {
             let outbox = self.outbox;
             let pending = &mut self.pending;
             let pending_bytes = &mut self.pending_bytes;
+            let mut flushed = false;
             let wake = poll_fn(|cx| {
                 while !pending.is_empty() {
                     match ws.poll_ready_unpin(cx) {
@@ -226,7 +289,10 @@ impl<'a> Conn<'a> {
                 }
                 if dirty {
                     match ws.poll_flush_unpin(cx) {
-                        Poll::Ready(Ok(())) => dirty = false,
+                        Poll::Ready(Ok(())) => {
+                            dirty = false;
+                            flushed = true;
+                        }
                         Poll::Ready(Err(_)) => return Poll::Ready(Wake::WriteFailed),
                         Poll::Pending => {}
                     }
@@ -243,6 +309,11 @@ impl<'a> Conn<'a> {
                 Poll::Pending
             })
             .await;
+            // Write progress: everything handed over reached the kernel, or nothing waits.
+            if flushed || (!dirty && self.pending.is_empty()) {
+                self.last_write = Instant::now();
+            }
+            self.outbox.set_backlog(self.pending_bytes);
             if self.pending.is_empty() && self.pending.capacity() > 8 {
                 self.pending = VecDeque::new();
             }
@@ -256,6 +327,9 @@ impl<'a> Conn<'a> {
                     }
                     if now >= last_inbound + idle {
                         break End::Close(close::IDLE_TIMEOUT, "idle timeout".into());
+                    }
+                    if (dirty || !self.pending.is_empty()) && now >= self.last_write + STALL {
+                        break End::Close(close::SLOW_CONSUMER, "slow consumer".into());
                     }
                     if now >= ping_at {
                         ping_at = now + ping_every;
@@ -291,6 +365,11 @@ impl<'a> Conn<'a> {
                         WsError::Utf8(_) => {
                             End::Close(close::INVALID_PAYLOAD, "text frame is not UTF-8".into())
                         }
+                        // The client dropped the connection without a close frame: not a
+                        // protocol error of ours to answer (it counts as 1006).
+                        WsError::Protocol(
+                            tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                        ) => End::Gone,
                         WsError::Protocol(p) => {
                             tracing::debug!(client = %self.outbox.ip(), "protocol error: {p}");
                             End::Close(1002, "protocol error".into())
@@ -300,6 +379,14 @@ impl<'a> Conn<'a> {
                 }
                 Wake::Frame(Some(Ok(frame))) => {
                     last_inbound = Instant::now();
+                    // §16: frames of any kind, control frames included.
+                    if !self
+                        .frames
+                        .take(self.cfg.max_frames_per_sec, clock::mono_ms())
+                    {
+                        self.gw.metrics.count_rate_limited("frames");
+                        break End::Close(close::RATE_LIMIT, "rate limit".into());
+                    }
                     // Checked here too: a client streaming frames must not outrun the deadline
                     // (the timer is only looked at when no frame is ready).
                     if self.login_deadline.is_some_and(|d| last_inbound >= d) {
@@ -348,6 +435,7 @@ impl<'a> Conn<'a> {
                     } else if self.session.is_logged_in() {
                         self.login_deadline = None;
                     }
+                    self.count_waiting();
                     // No response when the session was evicted meanwhile: its kick is queued.
                     if let Some(msg) = &reply.msg {
                         if !self.queue(msg, enc) {
@@ -356,7 +444,8 @@ impl<'a> Conn<'a> {
                     }
                 }
             }
-            let next = self.next_deadline(last_inbound + idle, ping_at);
+            let writing = dirty || !self.pending.is_empty();
+            let next = self.next_deadline(last_inbound + idle, ping_at, writing);
             // Re-arm only when the deadline moved earlier or the timer has fired; a later idle
             // deadline is found when the timer fires.
             if next < armed || timer.is_elapsed() {
@@ -377,6 +466,10 @@ impl<'a> Conn<'a> {
             let flush = Box::pin(timeout_at(Instant::now() + LINGER, ws.flush()));
             let _ = flush.await;
             return;
+        }
+        if let End::Gone = end {
+            // Dropped without a close frame (contract §10).
+            self.gw.metrics.count_close(1006);
         }
         if let End::Close(code, reason) = end {
             self.gw.metrics.count_close(code);

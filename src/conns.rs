@@ -48,14 +48,14 @@ impl Conns {
 
     /// Registers a new socket; `queue` bounds its queued message deliveries. A socket opened while
     /// draining is told to close at once.
-    pub fn open(&self, ip: IpAddr, queue: usize) -> Arc<Outbox> {
+    pub fn open(&self, ip: IpAddr, queue: usize, room: usize) -> Arc<Outbox> {
         let outbox = loop {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
             if id == 0 {
                 continue;
             }
             if let dashmap::Entry::Vacant(v) = self.map.entry(id) {
-                let outbox = Arc::new(Outbox::new(id, ip, queue));
+                let outbox = Arc::new(Outbox::with_room(id, ip, queue, room));
                 v.insert(Arc::clone(&outbox));
                 break outbox;
             }
@@ -117,13 +117,13 @@ mod tests {
     #[test]
     fn session_ids_route_to_their_connection_and_ids_are_not_reused_while_open() {
         let c = Conns::new(Gauge::default());
-        let a = c.open(IP, 4);
+        let a = c.open(IP, 4, 1024);
         let s = session_id(a.id());
         assert_eq!(conn_of(s), a.id());
         assert_ne!(session_id(a.id()) >> 32, 0);
         c.next.store(u32::MAX, Ordering::Relaxed);
-        let b = c.open(IP, 4); // u32::MAX
-        let d = c.open(IP, 4); // wraps past 0 and skips a's id 1
+        let b = c.open(IP, 4, 1024); // u32::MAX
+        let d = c.open(IP, 4, 1024); // wraps past 0 and skips a's id 1
         assert_eq!(b.id(), u32::MAX);
         assert_ne!(d.id(), a.id());
         assert_ne!(d.id(), 0);

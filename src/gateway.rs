@@ -125,9 +125,12 @@ impl Gateway {
         self.ws_endpoint.get().copied()
     }
 
-    /// A new socket's outbox, registered in the connection table; `queue` bounds its deliveries.
-    pub fn open_conn(&self, ip: IpAddr, queue: usize) -> Arc<Outbox> {
-        self.conns.open(ip, queue)
+    /// A new socket's outbox, registered in the connection table; `cfg` bounds its deliveries:
+    /// half its queue (messages and bytes) may be others' messages, the rest is for its own
+    /// responses and pushes.
+    pub fn open_conn(&self, ip: IpAddr, cfg: &Config) -> Arc<Outbox> {
+        self.conns
+            .open(ip, cfg.outbound_queue / 2 + 1, cfg.outbound_bytes / 2)
     }
 
     /// The socket is gone.

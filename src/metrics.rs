@@ -47,6 +47,11 @@ pub struct CloseLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabel {
     pub result: &'static str,
 }
@@ -73,6 +78,10 @@ pub struct Metrics {
     pub closes: Family<CloseLabel, Counter>,
     pub dau_gauge: Family<AppLabel, Gauge>,
     pub webhook: Family<WebhookLabel, Counter>,
+    /// Sockets not logged in (before or after the upgrade, or logged out again).
+    pub pending: Gauge,
+    /// Refusals of the per-socket rate limits (`frames`: closed 1008; `requests`: answered 7008).
+    pub rate_limited: Family<LimitLabel, Counter>,
     /// Config reloads by result (`applied`, `error`).
     pub reloads: Family<ReloadLabel, Counter>,
     /// Cluster mode: 1 while Redis answers.
@@ -104,6 +113,18 @@ impl Metrics {
         let dau_gauge = Family::<AppLabel, Gauge>::default();
         let webhook = Family::<WebhookLabel, Counter>::default();
         let reloads = Family::<ReloadLabel, Counter>::default();
+        let pending = Gauge::default();
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "pending_sockets",
+            "Sockets not logged in (before or after the upgrade, or logged out again)",
+            pending.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Per-socket rate limit refusals (frames: closed 1008; requests: answered 7008)",
+            rate_limited.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -179,6 +200,8 @@ impl Metrics {
             dau_gauge,
             webhook,
             reloads,
+            pending,
+            rate_limited,
             redis_up,
             live_nodes,
             shared_dau: cluster,
@@ -231,6 +254,11 @@ impl Metrics {
         self.expiries
             .get_or_create(&AppLabel { sdk_app_id: app })
             .inc();
+    }
+
+    /// Counts a refusal of a per-socket rate limit.
+    pub fn count_rate_limited(&self, limit: &'static str) {
+        self.rate_limited.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// Counts a close the gateway sent.

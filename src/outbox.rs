@@ -6,13 +6,14 @@
 //! ignored by the socket task.
 //!
 //! Bounds: control events (kick, expiry, shutdown) always get in; `message` deliveries count against
-//! the queue limit, and one that does not fit marks the outbox overflowed, which closes the socket with
-//! 4003 (slow consumer). An idle outbox allocates nothing.
+//! the queue limit, and one that does not fit is dropped for this socket (not counted as delivered).
+//! An idle outbox allocates nothing.
 
 use imgate_proto::{KickReason, Platform};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -50,6 +51,8 @@ pub enum Event {
 struct Inner {
     queue: VecDeque<Event>,
     messages: u32,
+    /// Bytes of the queued messages.
+    bytes: usize,
     overflowed: bool,
     closed: bool,
     waker: Option<Waker>,
@@ -63,6 +66,10 @@ pub struct Outbox {
     id: ConnId,
     ip: IpAddr,
     limit: u32,
+    /// Message bytes the socket may have waiting to be written (half its `outbound_bytes`).
+    room: u32,
+    /// Bytes the socket has waiting to be written now (kept by the socket's task).
+    backlog: AtomicU32,
     inner: Mutex<Inner>,
 }
 
@@ -75,12 +82,26 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// `limit`: message deliveries queued at most.
     pub fn new(id: ConnId, ip: IpAddr, limit: usize) -> Outbox {
+        Outbox::with_room(id, ip, limit, usize::MAX)
+    }
+
+    /// `room`: message bytes the socket may have waiting to be written at most; a delivery that
+    /// would exceed it is dropped for this socket.
+    pub fn with_room(id: ConnId, ip: IpAddr, limit: usize, room: usize) -> Outbox {
         Outbox {
             id,
             ip,
+            room: u32::try_from(room).unwrap_or(u32::MAX),
+            backlog: AtomicU32::new(0),
             limit: u32::try_from(limit).unwrap_or(u32::MAX),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// The socket's task reports what it has waiting to be written.
+    pub fn set_backlog(&self, bytes: usize) {
+        self.backlog
+            .store(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
     /// The connection id (unique among open sockets).
@@ -101,12 +122,16 @@ impl Outbox {
             if g.closed || g.overflowed {
                 return false;
             }
-            if matches!(event, Event::Message { .. }) {
-                if g.messages >= self.limit {
-                    g.overflowed = true;
+            if let Event::Message { delivery, .. } = &event {
+                let size = delivery.payload.len() + delivery.from.len() + 64;
+                let backlog = self.backlog.load(Ordering::Relaxed) as usize;
+                if g.messages >= self.limit || backlog + g.bytes + size > self.room as usize {
+                    // Dropped for this socket (not counted as delivered); never a reason to close
+                    // it: others' traffic must not get a socket closed (contract §16).
                     return false;
                 }
                 g.messages += 1;
+                g.bytes += size;
             }
             g.queue.push_back(event);
             g.waker.take()
@@ -138,6 +163,7 @@ impl Outbox {
         }
         out.extend(g.queue.drain(..));
         g.messages = 0;
+        g.bytes = 0;
         if g.queue.capacity() > 16 {
             g.queue = VecDeque::new();
         }
@@ -155,6 +181,7 @@ impl Outbox {
         if !g.queue.is_empty() {
             out.extend(g.queue.drain(..));
             g.messages = 0;
+            g.bytes = 0;
             if g.queue.capacity() > 16 {
                 g.queue = VecDeque::new();
             }
@@ -194,13 +221,25 @@ mod tests {
         let o = Outbox::new(1, IP, 2);
         assert!(o.push(msg(1)) && o.push(msg(1)));
         assert!(o.push(Event::Shutdown));
-        assert!(!o.push(msg(1)), "third message overflows");
+        assert!(!o.push(msg(1)), "a third message is dropped");
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = vec![];
-        assert_eq!(o.poll_take(&mut cx, &mut out), Poll::Ready(true));
+        assert_eq!(
+            o.poll_take(&mut cx, &mut out),
+            Poll::Ready(false),
+            "a dropped message never closes the socket"
+        );
+        assert_eq!(out.len(), 3);
+        // a message counts 64 bytes beyond its payload and sender: 66 here
+        let room = Outbox::with_room(2, IP, 100, 100);
+        assert!(room.push(msg(1)), "fits the byte room");
+        assert!(!room.push(msg(1)), "the queued ones take the room");
+        assert!(room.push(Event::Shutdown), "controls always get in");
+        let busy = Outbox::with_room(3, IP, 100, 100);
+        busy.set_backlog(50);
         assert!(
-            !o.push(Event::Shutdown),
-            "an overflowed outbox takes nothing"
+            !busy.push(msg(1)),
+            "the socket's own backlog takes the room"
         );
     }
 
@@ -215,7 +254,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(o.push(msg(1)), "room again after the drain");
         assert!(!o.push(msg(1)));
-        assert!(o.take(&mut out), "overflowed");
+        assert!(!o.take(&mut out), "dropped, not overflowed");
     }
 
     #[test]

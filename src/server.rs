@@ -123,6 +123,7 @@ impl Server {
         let edge = crate::edge::Edge {
             tls,
             per_ip: crate::edge::limits::PerIp::new(),
+            pending: crate::edge::limits::Pending::new(deps.metrics.pending.clone()),
         };
         let gateway = Arc::new(Gateway::new(Parts {
             config,

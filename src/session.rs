@@ -9,7 +9,7 @@
 //! one implementation, whatever the presence store; the session never touches the socket itself.
 
 use crate::apps::{App, Snapshot};
-use crate::clock;
+use crate::clock::{self, Budget};
 use crate::expiry::WheelKey;
 use crate::gateway::Gateway;
 use crate::outbox::{Delivery, Event, Outbox};
@@ -126,14 +126,20 @@ enum Takeover {
 }
 
 /// One socket's session.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Session {
     active: Option<Active>,
+    /// `login`, `logout`, `refresh_sig` and `send` per second (§16: 7008 beyond).
+    requests: Budget,
 }
 
 impl Session {
-    pub fn new() -> Session {
-        Session::default()
+    /// A logged-out session allowed `max_requests_per_sec` (0: unlimited).
+    pub fn new(max_requests_per_sec: u32) -> Session {
+        Session {
+            active: None,
+            requests: Budget::full(max_requests_per_sec),
+        }
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -145,6 +151,22 @@ impl Session {
         let now_ms = clock::now_ms();
         let seq = msg.seq();
         let done = |msg| Step::Done(Reply::with(msg));
+        let budgeted = matches!(
+            msg,
+            ClientMsg::Login { .. }
+                | ClientMsg::Logout { .. }
+                | ClientMsg::RefreshSig { .. }
+                | ClientMsg::Send { .. }
+        );
+        if budgeted
+            && !self
+                .requests
+                .take(ctx.cfg.max_requests_per_sec, clock::mono_ms())
+        {
+            // Answered 7008 and nothing else happens (contract §16).
+            ctx.gw.metrics.count_rate_limited("requests");
+            return done(ServerMsg::error(seq, Code::RateLimited));
+        }
         match msg {
             ClientMsg::Login {
                 sdk_app_id,

@@ -151,8 +151,14 @@ impl Throttle {
         }
         let k = IpKey::of(ip);
         if self.per_ip.len() >= p.max_keys && !self.per_ip.contains_key(&k) {
-            // Forget the addresses with nothing in the last two windows.
-            self.per_ip.retain(|_, c| now_ms < c.start + 2 * w);
+            // Make room: addresses that are not throttled now go (a throttled one stays, like a
+            // throttled key: failures from other addresses cannot flush it).
+            let limit = f64::from(p.max_failures_per_ip);
+            self.per_ip.retain(|_, c| {
+                let mut c = *c;
+                c.roll(now_ms, w);
+                c.estimate(now_ms, w) >= limit
+            });
             if self.per_ip.len() >= p.max_keys {
                 return;
             }

@@ -10,6 +10,7 @@ pub enum Code {
     NotLoggedIn = 6014,
     InvalidParameters = 6017,
     InvalidUserId = 7003,
+    RateLimited = 7008,
     SigExpired = 70001,
     SigEmpty = 70002,
     SigUndecodable = 70003,
@@ -24,11 +25,12 @@ pub enum Code {
 
 impl Code {
     /// Every code, for tables and tests.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::Ok,
         Code::NotLoggedIn,
         Code::InvalidParameters,
         Code::InvalidUserId,
+        Code::RateLimited,
         Code::SigExpired,
         Code::SigEmpty,
         Code::SigUndecodable,
@@ -56,6 +58,7 @@ impl Code {
             Code::NotLoggedIn => "not logged in",
             Code::InvalidParameters => "invalid parameters",
             Code::InvalidUserId => "invalid user_id",
+            Code::RateLimited => "request rate limit: slow down",
             Code::SigExpired => "UserSig expired",
             Code::SigEmpty => "UserSig is empty",
             Code::SigUndecodable => "UserSig cannot be decoded",
@@ -91,6 +94,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Undecodable frame.
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Too many inbound frames per second (contract §16).
+    pub const RATE_LIMIT: u16 = 1008;
     /// Inbound message larger than `max_frame_bytes`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// No login within `login_timeout_secs`.
@@ -115,8 +120,8 @@ mod tests {
         assert_eq!(
             nums,
             [
-                0, 6014, 6017, 7003, 70001, 70002, 70003, 70009, 70013, 70014, 70020, 70050, 70052,
-                70169
+                0, 6014, 6017, 7003, 7008, 70001, 70002, 70003, 70009, 70013, 70014, 70020, 70050,
+                70052, 70169
             ]
         );
         for c in Code::ALL {

@@ -53,7 +53,32 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v4/{*path}", axum::routing::any(tencent::handle))
         .merge(v1)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::map_response(json_errors))
         .with_state(gw)
+}
+
+/// Every error answer is JSON (contract §16): those axum makes itself (405 for a known path with
+/// another method, 413 for a body over the limit, 400 for a bad extractor) get `{"error": ...}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let why = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let mut out = ApiError::new(status, why).into_response();
+    for (k, v) in resp.headers() {
+        if k == header::ALLOW {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
 }
 
 async fn auth(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {

@@ -138,3 +138,85 @@ mod tests {
         assert!(p.acquire(mapped, 1).is_none());
     }
 }
+
+/// The sockets not logged in (contract §16): in total, and per client address.
+#[derive(Debug)]
+pub struct Pending {
+    /// `imgate_pending_sockets`.
+    total: prometheus_client::metrics::gauge::Gauge,
+    per_ip: Arc<PerIp>,
+}
+
+/// One socket's place in the pending counts, given back on drop (at login or close).
+#[derive(Debug)]
+pub struct Waiting {
+    total: prometheus_client::metrics::gauge::Gauge,
+    slot: Slot,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.total.dec();
+    }
+}
+
+impl Pending {
+    pub fn new(total: prometheus_client::metrics::gauge::Gauge) -> Pending {
+        Pending {
+            total,
+            per_ip: PerIp::new(),
+        }
+    }
+
+    /// A new connection from `ip`: refused (`None`) when `max_pending` sockets are waiting, or,
+    /// when the client's address is already known (`known`: the TCP peer is the client), when it
+    /// holds `max_pending_per_ip` of them.
+    pub fn enter(&self, cfg: &crate::config::Config, ip: IpAddr, known: bool) -> Option<Waiting> {
+        if cfg.max_pending > 0 && self.total.get() >= cfg.max_pending as i64 {
+            return None;
+        }
+        let slot = if known {
+            self.per_ip.acquire(ip, cfg.max_pending_per_ip)?
+        } else {
+            Slot::none()
+        };
+        self.total.inc();
+        Some(Waiting {
+            total: self.total.clone(),
+            slot,
+        })
+    }
+
+    /// At the upgrade, once the client's address is known (behind a proxy): refused when it
+    /// holds `max_pending_per_ip` waiting sockets. A place taken at accept is kept.
+    pub fn place(&self, w: &mut Waiting, cfg: &crate::config::Config, client: IpAddr) -> bool {
+        if w.slot.owner.is_some() || cfg.max_pending_per_ip == 0 {
+            return true;
+        }
+        match self.per_ip.acquire(client, cfg.max_pending_per_ip) {
+            Some(s) => {
+                w.slot = s;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A socket that logged out (or whose UserSig expired) waits again; it is counted whatever
+    /// the caps (they refuse new sockets, never close an open one).
+    pub fn reenter(&self, client: IpAddr) -> Waiting {
+        self.total.inc();
+        Waiting {
+            total: self.total.clone(),
+            slot: self
+                .per_ip
+                .acquire(client, usize::MAX)
+                .unwrap_or_else(Slot::none),
+        }
+    }
+
+    /// Sockets waiting (for tests).
+    pub fn waiting(&self) -> i64 {
+        self.total.get()
+    }
+}

@@ -27,7 +27,10 @@ use upgrade::Refusal;
 #[derive(Debug)]
 pub struct Edge {
     pub tls: Option<tls::Tls>,
+    /// Open sockets per address (`max_connections_per_ip`).
     pub per_ip: Arc<PerIp>,
+    /// Sockets not logged in (`max_pending`, `max_pending_per_ip`).
+    pub pending: limits::Pending,
 }
 
 /// An upgraded connection, ready for its WebSocket.
@@ -40,6 +43,8 @@ pub struct Accepted {
     pub client: IpAddr,
     /// The socket's place in the per-address count, held for its life.
     pub slot: Slot,
+    /// Its place in the pending counts, until it logs in.
+    pub pending: limits::Waiting,
 }
 
 /// Why a connection did not become a WebSocket (for the debug log).
@@ -56,12 +61,19 @@ pub enum Refused {
 }
 
 impl Edge {
+    /// Whether the client's address is known at accept: no PROXY header to read, and the TCP peer
+    /// is no trusted proxy (whose `X-Forwarded-For` would name someone else).
+    pub fn address_known(&self, cfg: &Config, peer: IpAddr) -> bool {
+        !cfg.proxy_protocol && !proxy::is_trusted(&cfg.trusted_proxies, peer)
+    }
+
     /// Takes a connection from accept to an answered upgrade. The caller bounds the time.
     pub async fn handshake(
         &self,
         cfg: &Config,
         mut tcp: TcpStream,
         peer: SocketAddr,
+        mut pending: limits::Waiting,
     ) -> Result<Accepted, Refused> {
         let mut client = peer.ip();
         if cfg.proxy_protocol {
@@ -93,6 +105,10 @@ impl Edge {
             let hops = up.forwarded_for.iter().map(String::as_str);
             client = proxy::client_address(&cfg.trusted_proxies, peer.ip(), hops);
         }
+        if !self.pending.place(&mut pending, cfg, client) {
+            let r = Refusal::new(429, "too many sockets waiting to log in from this address");
+            return Err(refuse(&mut io, r).await);
+        }
         let Some(slot) = self.per_ip.acquire(client, cfg.max_connections_per_ip) else {
             let r = Refusal::new(429, "too many connections from this address");
             return Err(refuse(&mut io, r).await);
@@ -105,6 +121,7 @@ impl Edge {
             leftover,
             client,
             slot,
+            pending,
         })
     }
 }

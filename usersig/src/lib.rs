@@ -243,6 +243,10 @@ fn inflate(compressed: &[u8]) -> Result<Vec<u8>, SigError> {
                 return Err(too_large());
             }
             if status == Status::StreamEnd {
+                // Bytes after the zlib stream: not a ticket any generator makes (contract §16).
+                if (d.total_in() as usize) < compressed.len() {
+                    return Err(bad("bytes after the end of the stream".into()));
+                }
                 return Ok(out);
             }
             if out.len() == out.capacity() {
@@ -377,6 +381,24 @@ mod tests {
         let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
         z.write_all(json.as_bytes()).unwrap();
         to_url_alphabet(&STANDARD.encode(z.finish().unwrap()))
+    }
+
+    #[test]
+    fn bytes_after_the_zlib_stream_are_undecodable() {
+        let raw = STANDARD
+            .decode(PY_SIG.replace('*', "+").replace('-', "/").replace('_', "="))
+            .unwrap();
+        for tail in [&b"\0"[..], b"garbage", &[0x78, 0x9c]] {
+            let mut z = raw.clone();
+            z.extend_from_slice(tail);
+            let sig = to_url_alphabet(&STANDARD.encode(&z));
+            assert_eq!(
+                decode(&sig).unwrap_err().code(),
+                Code::SigUndecodable,
+                "{tail:?}"
+            );
+        }
+        assert!(decode(PY_SIG).is_ok());
     }
 
     #[test]
