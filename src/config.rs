@@ -90,6 +90,12 @@ pub struct Config {
     /// Sockets not logged in, in total; more is refused (§16). Must be below `max_connections`.
     /// 0: off.
     pub max_pending: usize,
+    /// A request head on the admin listener must arrive within this (§16).
+    pub admin_header_timeout_secs: u64,
+    /// An idle keep-alive connection on the admin listener is closed after this (§16).
+    pub admin_idle_timeout_secs: u64,
+    /// Open connections on the admin listener at most; more are closed at accept (§16).
+    pub admin_max_connections: usize,
     pub throttle: ThrottleConfig,
     #[serde(rename = "app")]
     pub apps: Vec<AppConfig>,
@@ -126,6 +132,9 @@ impl Default for Config {
             max_requests_per_sec: 20,
             max_pending_per_ip: 64,
             max_pending: 10_000,
+            admin_header_timeout_secs: 10,
+            admin_idle_timeout_secs: 30,
+            admin_max_connections: 256,
             throttle: ThrottleConfig::default(),
             apps: Vec::new(),
             cluster: None,
@@ -291,6 +300,23 @@ impl Config {
         let mut cfg = Config::parse(&text, &file)?;
         cfg.source = Some(path.to_owned());
         Ok(cfg)
+    }
+
+    /// Lowers `max_connections` (and `max_pending` below it) so that it, `admin_max_connections`
+    /// and a reserve of 64 descriptors fit `limit` open files; `Some((was, now))` when it did.
+    pub fn fit_open_files(&mut self, limit: u64) -> Option<(usize, usize)> {
+        const RESERVED: u64 = 64;
+        let admin = self.admin_max_connections as u64;
+        if self.max_connections as u64 + admin + RESERVED <= limit {
+            return None;
+        }
+        let was = self.max_connections;
+        let fits = limit.saturating_sub(admin + RESERVED).max(2) as usize;
+        self.max_connections = fits;
+        if self.max_pending >= fits {
+            self.max_pending = fits / 2;
+        }
+        Some((was, fits))
     }
 
     /// The name of the file in errors (`(development)` without one).

@@ -85,6 +85,23 @@ fn random_hex(bytes: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Raises the soft open-files limit to the hard one (contract §16) and, when `max_connections` +
+/// `admin_max_connections` do not fit, says so and lowers `max_connections` to what fits.
+fn fit_open_files(config: &mut config::Config) {
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    if let Some((was, fits)) = config.fit_open_files(limit) {
+        eprintln!(
+            "imgate: the open-files limit is {limit}: max_connections {was} + admin_max_connections {} do not fit; max_connections lowered to {fits}",
+            config.admin_max_connections
+        );
+        tracing::warn!(
+            limit,
+            fits,
+            "max_connections lowered to fit the open-files limit"
+        );
+    }
+}
+
 /// Runs `imgate serve`: loads the config (or makes a development one), binds, prints the announce
 /// lines on stdout, serves until ctrl-c or SIGTERM and drains.
 pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
@@ -110,6 +127,7 @@ pub fn serve_main(args: cli::ServeArgs) -> Result<(), ServeError> {
     if let Some(admin) = args.admin_listen {
         config.admin_listen = admin;
     }
+    fit_open_files(&mut config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

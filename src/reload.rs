@@ -56,6 +56,10 @@ fn apply(gw: &Gateway) -> Result<Reloaded, ConfigError> {
         });
     };
     let mut next = Config::load(&path)?;
+    // Fitted to the open-files limit as at start, so that an unchanged file changes nothing.
+    if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        next.fit_open_files(soft);
+    }
     let not_applied = keep_running(&running, &mut next);
     // The certificate is read now, so that a bad one fails the reload before anything changed.
     let tls = match (&gw.edge.tls, &next.tls) {

@@ -192,12 +192,13 @@ impl Server {
             Arc::clone(&permits),
             accept_rx,
         ));
-        let (stop_admin, mut admin_rx) = watch::channel(false);
-        let admin_server = axum::serve(admin, admin::router(Arc::clone(&gw)))
-            .with_graceful_shutdown(async move {
-                let _ = admin_rx.changed().await;
-            });
-        let admin_task = tokio::spawn(async move { admin_server.await });
+        let (stop_admin, admin_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(admin::listener::serve(
+            Arc::clone(&gw),
+            admin,
+            admin::router(Arc::clone(&gw)),
+            admin_rx,
+        ));
         let reload_task = self_reloads.map(|mut hup| {
             let gw = Arc::clone(&gw);
             tokio::spawn(async move {

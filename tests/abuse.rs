@@ -414,3 +414,71 @@ async fn a_dropped_connection_counts_as_1006() {
     );
     assert!(!seen.contains("code=\"1002\""), "{seen}");
 }
+
+async fn eof_within(mut s: TcpStream, within: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(t0.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_listener_caps_connections_and_times_out_heads_and_idle_keep_alives() {
+    let gw = Gateway::start_with(&config(
+        "admin_max_connections = 3\nadmin_header_timeout_secs = 1\nadmin_idle_timeout_secs = 2",
+        "",
+    ));
+    let host = gw.admin_url.trim_start_matches("http://").to_owned();
+    // a head that never completes: closed after about a second
+    let mut slow = TcpStream::connect(&host).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = eof_within(slow, Duration::from_secs(5))
+        .await
+        .expect("closed");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // a keep-alive connection: answered, then closed after 2 s idle, not before
+    let mut ka = TcpStream::connect(&host).await.unwrap();
+    ka.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, ka.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let took = eof_within(ka, Duration::from_secs(6))
+        .await
+        .expect("closed when idle");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "not before the idle timeout: {took:?}"
+    );
+    // three open connections take every place: a fourth is closed at accept
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(&host).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fourth = TcpStream::connect(&host).await.unwrap();
+    assert!(
+        eof_within(fourth, Duration::from_millis(800))
+            .await
+            .is_some(),
+        "closed at accept"
+    );
+    // the WebSocket listener is not affected
+    let mut c = gw.client().await;
+    assert_eq!(c.login("alice", "web", None).await["code"], 0);
+    drop(held);
+}

@@ -7,6 +7,7 @@
 
 mod console;
 mod error;
+pub mod listener;
 mod tencent;
 
 pub use error::{ApiError, ApiResult};
