@@ -90,6 +90,9 @@ pub struct Config {
     /// Sockets not logged in, in total; more is refused (§16). Must be below `max_connections`.
     /// 0: off.
     pub max_pending: usize,
+    /// Bytes waiting in all the gateway's outbound queues together (kernel buffers not counted);
+    /// past it the sockets with the largest queues are closed with 4003 first (§16). 0: off.
+    pub max_outbound_total_bytes: usize,
     /// A request head on the admin listener must arrive within this (§16).
     pub admin_header_timeout_secs: u64,
     /// An idle keep-alive connection on the admin listener is closed after this (§16).
@@ -132,6 +135,7 @@ impl Default for Config {
             max_requests_per_sec: 20,
             max_pending_per_ip: 64,
             max_pending: 10_000,
+            max_outbound_total_bytes: 256 * 1024 * 1024,
             admin_header_timeout_secs: 10,
             admin_idle_timeout_secs: 30,
             admin_max_connections: 256,

@@ -313,7 +313,11 @@ impl<'a> Conn<'a> {
             if flushed || (!dirty && self.pending.is_empty()) {
                 self.last_write = Instant::now();
             }
-            self.outbox.set_backlog(self.pending_bytes);
+            self.gw.conns.set_backlog(
+                self.outbox,
+                self.pending_bytes,
+                self.cfg.max_outbound_total_bytes,
+            );
             if self.pending.is_empty() && self.pending.capacity() > 8 {
                 self.pending = VecDeque::new();
             }

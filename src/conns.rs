@@ -19,6 +19,9 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Conns {
     map: DashMap<ConnId, Arc<Outbox>>,
+    /// Bytes waiting to be written on every socket together (kernel buffers not counted).
+    outbound: std::sync::atomic::AtomicUsize,
+    reaping: AtomicBool,
     next: AtomicU32,
     draining: AtomicBool,
     /// `imgate_connections`.
@@ -40,6 +43,8 @@ impl Conns {
     pub fn new(gauge: Gauge) -> Conns {
         Conns {
             map: DashMap::new(),
+            outbound: std::sync::atomic::AtomicUsize::new(0),
+            reaping: AtomicBool::new(false),
             next: AtomicU32::new(1),
             draining: AtomicBool::new(false),
             gauge,
@@ -67,8 +72,44 @@ impl Conns {
         outbox
     }
 
+    /// A socket's backlog is now `bytes`; when all of them together pass `cap` (0: no cap), the
+    /// sockets with the largest backlogs are told to close (4003) until the rest fits (§16).
+    pub fn set_backlog(&self, outbox: &Outbox, bytes: usize, cap: usize) {
+        let was = outbox.set_backlog(bytes);
+        let total = if bytes >= was {
+            self.outbound.fetch_add(bytes - was, Ordering::Relaxed) + (bytes - was)
+        } else {
+            self.outbound.fetch_sub(was - bytes, Ordering::Relaxed) - (was - bytes)
+        };
+        if cap > 0 && total > cap && !self.reaping.swap(true, Ordering::SeqCst) {
+            let mut all: Vec<(usize, Arc<Outbox>)> = self
+                .map
+                .iter()
+                .map(|c| (c.value().backlog(), Arc::clone(c.value())))
+                .filter(|(b, _)| *b > 0)
+                .collect();
+            all.sort_unstable_by_key(|(b, _)| std::cmp::Reverse(*b));
+            let mut over = total - cap;
+            for (b, o) in all {
+                if over == 0 {
+                    break;
+                }
+                o.push(Event::Overloaded);
+                over = over.saturating_sub(b);
+            }
+            self.reaping.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Bytes waiting on every socket together.
+    pub fn outbound_bytes(&self) -> usize {
+        self.outbound.load(Ordering::Relaxed)
+    }
+
     /// The socket is gone.
     pub fn close(&self, outbox: &Outbox) {
+        let was = outbox.set_backlog(0);
+        self.outbound.fetch_sub(was, Ordering::Relaxed);
         outbox.close();
         if self.map.remove(&outbox.id()).is_some() {
             self.gauge.dec();

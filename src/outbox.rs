@@ -45,6 +45,9 @@ pub enum Event {
     Shutdown,
     /// A reload removed this app: a session of it is closed as an admin kick.
     AppRemoved { app: u64 },
+    /// All the gateway's outbound queues together are over `max_outbound_total_bytes` and this
+    /// socket's is among the largest: closed with 4003.
+    Overloaded,
 }
 
 #[derive(Default)]
@@ -99,9 +102,16 @@ impl Outbox {
     }
 
     /// The socket's task reports what it has waiting to be written.
-    pub fn set_backlog(&self, bytes: usize) {
-        self.backlog
-            .store(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::Relaxed);
+    pub fn set_backlog(&self, bytes: usize) -> usize {
+        let was = self
+            .backlog
+            .swap(u32::try_from(bytes).unwrap_or(u32::MAX), Ordering::Relaxed);
+        was as usize
+    }
+
+    /// What the socket has waiting to be written, as it last said.
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed) as usize
     }
 
     /// The connection id (unique among open sockets).

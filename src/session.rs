@@ -483,6 +483,7 @@ impl Session {
         let gw = ctx.gw;
         match event {
             Event::Shutdown => Action::Close(None, close::GOING_AWAY),
+            Event::Overloaded => Action::Close(None, close::SLOW_CONSUMER),
             Event::AppRemoved { app } => {
                 let Some(a) = self.active.take_if(|a| a.app == app) else {
                     return Action::None;

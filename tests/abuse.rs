@@ -482,3 +482,57 @@ async fn the_admin_listener_caps_connections_and_times_out_heads_and_idle_keep_a
     assert_eq!(c.login("alice", "web", None).await["code"], 0);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_outbound_total_bytes_the_largest_queue_closes_first() {
+    let gw = Gateway::start_with(&config(
+        "max_outbound_total_bytes = 100000\nmax_requests_per_sec = 0\nmax_frames_per_sec = 0\nmax_payload_bytes = 60000",
+        "",
+    ));
+    let mut victim =
+        Client::connect_with(&gw.ws_url, "127.0.5.1".parse().unwrap(), Some(4096)).await;
+    assert_eq!(victim.login("victim", "web", None).await["code"], 0);
+    let mut flooder = gw.logged_in("flooder", "web", None).await;
+    let payload = "z".repeat(50_000);
+    let t0 = Instant::now();
+    let mut gone = false;
+    for _ in 0..2000 {
+        let r = flooder
+            .request(json!({"type":"send","to":"victim","payload":payload}))
+            .await;
+        assert_eq!(r["code"], 0, "{r}");
+        let u = http(
+            &gw.admin_url,
+            "GET",
+            &format!("/v1/online?sdk_app_id={APP}&user_id=victim"),
+            Some(TOKEN),
+            None,
+        )
+        .await
+        .1;
+        if u["users"][0]["status"] == "Offline" {
+            gone = true;
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20));
+    }
+    assert!(gone, "closed once every queue together passed the cap");
+    assert!(
+        t0.elapsed() < Duration::from_secs(9),
+        "by the total cap, not by the 10 s stall: {:?}",
+        t0.elapsed()
+    );
+    let end = loop {
+        match victim.recv_frame().await {
+            Some(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            None => break None,
+            Some(_) => continue,
+        }
+    };
+    assert_eq!(end, Some(4003));
+    assert_eq!(
+        flooder.request(json!({"type":"ping"})).await["code"],
+        0,
+        "the small queue stays"
+    );
+}
