@@ -50,7 +50,7 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
     {
         return Err(format!("{s:?}: invalid scheme"));
     }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ']) {
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "{s:?}: expected scheme://host[:port], nothing after the port"
         ));
@@ -60,6 +60,9 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
         let (h, after) = v6
             .split_once(']')
             .ok_or_else(|| format!("{s:?}: unclosed [ in the host"))?;
+        if !after.is_empty() && !after.starts_with(':') {
+            return Err(format!("{s:?}: expected :port after the ]"));
+        }
         (format!("[{h}]"), after.strip_prefix(':'))
     } else {
         match rest.rsplit_once(':') {
@@ -69,6 +72,9 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
     };
     if host.is_empty() {
         return Err(format!("{s:?}: empty host"));
+    }
+    if !host.starts_with('[') && host.contains(':') {
+        return Err(format!("{s:?}: a ':' in the host (an IPv6 address goes in [ ])"));
     }
     let port = match port {
         Some(p) => Some(
@@ -204,6 +210,9 @@ mod tests {
             "https://*",
             "https://app.example.com/",
             "https://app.example.com:99999",
+            "https://a:1:443",
+            "http://[::1]junk",
+            "https://app.example.com\t",
             "://x",
         ] {
             assert!(OriginPattern::try_from(bad.to_owned()).is_err(), "{bad:?}");
