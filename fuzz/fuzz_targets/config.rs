@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     match Config::parse(text, "fuzz.toml") {
         Ok(cfg) => {
             let _ = cfg.file_name();
-            let _ = cfg.policy();
+            for app in &cfg.apps {
+                let _ = app.policy();
+            }
         }
         Err(e) => {
             let _ = e.to_string();
