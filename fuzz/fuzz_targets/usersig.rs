@@ -1,18 +1,15 @@
 //! UserSig decoding and verification never panic. The first byte picks the mode:
-//! - 0: the rest (as UTF-8, lossily) is the ticket itself (alphabet, base64, zlib, JSON);
-//! - 1: the rest is the JSON document, zlib-compressed and base64'd into a ticket here, so the
+//! - 0..=2 (mod 8): the rest (as UTF-8, lossily) is the ticket itself (alphabet, base64, zlib, JSON);
+//! - 3..=6: the rest is the JSON document, zlib-wrapped (stored blocks) and base64'd into a ticket here, so the
 //!   fuzzer reaches the JSON parser and the field checks;
-//! - 2: the rest names a ticket's fields; `generate` mints it, and it must verify with its key
+//! - 7: the rest names a ticket's fields; `generate` mints it, and it must verify with its key
 //!   (and fail with another key or another user).
 #![no_main]
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
 use imgate_usersig::{decode, generate, verify, SigError, SigKey};
 use libfuzzer_sys::fuzz_target;
-use std::io::Write;
 use std::sync::OnceLock;
 
 const APP: u64 = 1_400_000_000;
@@ -23,11 +20,34 @@ fn keys() -> &'static (SigKey, SigKey) {
     K.get_or_init(|| (SigKey::new("k"), SigKey::new("other")))
 }
 
+/// A zlib stream of stored (uncompressed) deflate blocks: what any inflater accepts, built without
+/// a compressor (setting one up per input would cost more than the whole check).
+fn zlib_stored(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 16);
+    out.extend_from_slice(&[0x78, 0x01]);
+    let mut chunks = bytes.chunks(65535).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(c) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none()));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in bytes {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    out
+}
+
 fn to_ticket(bytes: &[u8]) -> String {
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::fast());
-    z.write_all(bytes).unwrap();
     STANDARD
-        .encode(z.finish().unwrap())
+        .encode(zlib_stored(bytes))
         .chars()
         .map(|c| match c {
             '+' => '*',
@@ -40,17 +60,21 @@ fn to_ticket(bytes: &[u8]) -> String {
 
 fn check(ticket: &str, user: &str) {
     let (k, _) = keys();
-    if let Ok(d) = decode(ticket) {
-        let _ = (d.expire_at(), d.is_expired(NOW_MS), d.signature_matches(k));
-        let _ = d.verify(Some(std::slice::from_ref(k)), APP, user, NOW_MS);
-        let _ = d.verify(None, APP, user, NOW_MS);
-    }
-    for now in [0, NOW_MS, u64::MAX] {
-        if let Err(e) = verify(ticket, Some(k), APP, user, now) {
+    match decode(ticket) {
+        Ok(d) => {
+            let _ = (d.expire_at(), d.is_expired(NOW_MS));
+            for now in [0, NOW_MS, u64::MAX] {
+                if let Err(e) = d.verify(Some(std::slice::from_ref(k)), APP, user, now) {
+                    let _ = (e.code(), e.to_string());
+                }
+            }
+            let _ = d.verify(None, APP, user, NOW_MS);
+        }
+        Err(e) => {
             let _ = (e.code(), e.to_string());
         }
     }
-    let _ = verify(ticket, None, APP, user, NOW_MS);
+    let _ = verify(ticket, Some(k), APP, user, NOW_MS);
 }
 
 fn u64_at(b: &[u8], i: usize) -> u64 {
@@ -65,12 +89,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 3 {
-        0 => {
+    match mode % 8 {
+        0..=2 => {
             let s = String::from_utf8_lossy(rest);
             check(&s, "alice");
         }
-        1 => {
+        3..=6 => {
             let ticket = to_ticket(rest);
             check(&ticket, "alice");
             // The identifier the document names, when it has one, reaches the HMAC check.
