@@ -44,5 +44,9 @@ js_failed=$(awk '/^js: [0-9]+ passed/ { print $4 }' "$jslog" | tail -1)
 passed=$((passed + ${js_passed:-0}))
 failed=$((failed + ${js_failed:-0}))
 
+# ---- fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh; skipped without nightly) -------
+step "FUZZ_SMOKE=1 scripts/fuzz.sh 5 (every fuzz target for a few seconds)"
+FUZZ_SMOKE=1 ./scripts/fuzz.sh 5
+
 step "all checks passed in $((SECONDS - T0)) s"
 echo "${passed} passed, ${failed} failed"

@@ -15,20 +15,10 @@ fuzz_target!(|data: &[u8]| {
     for p in parts {
         if let Ok(pat) = OriginPattern::try_from(p.to_owned()) {
             let shown = pat.to_string();
-            // Known: a host with a ':' outside brackets is accepted ("https://a:1:443" is host
-            // "a:1", port 443) and prints as "https://a:1", which parses as port "1" or fails.
-            // Reported; checked only for hosts without one, so the fuzzer keeps going.
-            let rest = p.split_once("://").map_or("", |x| x.1);
-            let host_has_colon = !rest.starts_with('[') && rest.matches(':').count() >= 2;
-            if host_has_colon {
-                patterns.push(pat);
-                continue;
-            }
             let back = OriginPattern::try_from(shown.clone())
                 .unwrap_or_else(|e| panic!("{shown:?} (from {p:?}) does not parse back: {e}"));
             assert_eq!(back, pat, "{shown:?} (from {p:?}) parses to another pattern");
-            // `matches` trims the Origin value, so a pattern ending in \t or \r never matches.
-            if !shown.contains("://*.") && shown.trim() == shown {
+            if !shown.contains("://*.") {
                 assert!(pat.matches(&shown), "{shown:?} does not match itself");
             }
             patterns.push(pat);

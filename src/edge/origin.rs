@@ -50,7 +50,10 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
     {
         return Err(format!("{s:?}: invalid scheme"));
     }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@'])
+        || rest.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!(
             "{s:?}: expected scheme://host[:port], nothing after the port"
         ));
@@ -74,7 +77,9 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
         return Err(format!("{s:?}: empty host"));
     }
     if !host.starts_with('[') && host.contains(':') {
-        return Err(format!("{s:?}: a ':' in the host (an IPv6 address goes in [ ])"));
+        return Err(format!(
+            "{s:?}: a ':' in the host (an IPv6 address goes in [ ])"
+        ));
     }
     let port = match port {
         Some(p) => Some(
