@@ -39,6 +39,9 @@ const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
 const SLOTS: usize = 4;
 
 const CONFIG: &str = r#"
+# the per-socket rate budgets depend on the clock: off, so an input replays the same way
+max_requests_per_sec = 0
+max_frames_per_sec = 0
 [throttle]
 max_failures = 1000000000
 max_failures_per_ip = 0
@@ -90,6 +93,7 @@ fn world() -> &'static World {
             edge: Edge {
                 tls: None,
                 per_ip: PerIp::new(),
+                pending: imgate::edge::limits::Pending::new(Default::default()),
             },
             apps,
             presence,
@@ -277,8 +281,8 @@ fuzz_target!(|data: &[u8]| {
                 if slots[i].is_none() {
                     let ip = IpAddr::from([10, 0, 0, i as u8 + 1]);
                     slots[i] = Some(Sock {
-                        outbox: w.gw.open_conn(ip, 4),
-                        session: Session::new(),
+                        outbox: w.gw.open_conn(ip, &w.cfg),
+                        session: Session::new(0),
                         pending: Vec::new(),
                     });
                 }
