@@ -4,7 +4,7 @@
 //! names the file, the key and what is wrong. The development gateway (`imgate serve` without a
 //! file) is built by [`Config::development`].
 
-use crate::edge::origin::OriginPattern;
+use crate::origin::OriginPattern;
 use crate::policy::Policy;
 use imgate_proto::{Platform, MAX_FRAME_LIMIT};
 use ipnet::IpNet;

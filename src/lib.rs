@@ -17,6 +17,7 @@
 //! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
 //! - [`gateway`]: the state all sockets share (the store chosen once, at start-up).
 //! - [`session`]: one socket's session state machine (contract §7).
+//! - [`origin`]: `allowed_origins` patterns.
 //! - [`edge`]: before the WebSocket: PROXY header, TLS, the upgrade, Origin, client address,
 //!   per-address caps.
 //! - [`conn`]: the socket I/O loop: frames, deadlines, closes.
@@ -41,6 +42,7 @@ pub mod edge;
 pub mod expiry;
 pub mod gateway;
 pub mod metrics;
+pub mod origin;
 pub mod outbox;
 pub mod policy;
 pub mod presence;

@@ -63,7 +63,7 @@ fn apply(gw: &Gateway) -> Result<Reloaded, ConfigError> {
     let not_applied = keep_running(&running, &mut next);
     // The certificate is read now, so that a bad one fails the reload before anything changed.
     let tls = match (&gw.edge.tls, &next.tls) {
-        (Some(_), Some(t)) => Some(crate::server::tls_config(&next, t)?),
+        (Some(_), Some(t)) => Some(crate::edge::tls::for_config(&next, t)?),
         _ => None,
     };
     // From here on nothing fails.

@@ -53,19 +53,6 @@ pub async fn store_for(
     })
 }
 
-/// The TLS server config of `[tls]`: the files read and checked, errors named by config key.
-pub fn tls_config(
-    config: &Config,
-    t: &crate::config::TlsConfig,
-) -> Result<Arc<rustls::ServerConfig>, crate::config::ConfigError> {
-    crate::edge::tls::server_config(&t.cert, &t.key).map_err(|e| crate::config::ConfigError {
-        file: config.file_name(),
-        line: None,
-        key: e.key.into(),
-        msg: e.msg,
-    })
-}
-
 /// A gateway with its listeners bound, ready to run.
 pub struct Server {
     pub gateway: Arc<Gateway>,
@@ -118,7 +105,9 @@ impl Server {
         let presence = store(config.clone(), deps.clone()).await?;
         let tls = match &config.tls {
             None => None,
-            Some(t) => Some(crate::edge::tls::Tls::new(tls_config(&config, t)?)),
+            Some(t) => Some(crate::edge::tls::Tls::new(crate::edge::tls::for_config(
+                &config, t,
+            )?)),
         };
         let edge = crate::edge::Edge {
             tls,

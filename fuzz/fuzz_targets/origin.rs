@@ -3,7 +3,7 @@
 //! its own text.
 #![no_main]
 
-use imgate::edge::origin::{allowed, OriginPattern};
+use imgate::origin::{allowed, OriginPattern};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,6 @@
 //! 429) or, before HTTP (a bad PROXY header, a failed handshake), closed without an answer.
 
 pub mod limits;
-pub mod origin;
 pub mod proxy;
 pub mod stream;
 pub mod tls;
@@ -97,7 +96,7 @@ impl Edge {
             Ok(u) => u,
             Err(r) => return Err(refuse(&mut io, r).await),
         };
-        if !origin::allowed(&cfg.allowed_origins, up.origin.as_deref()) {
+        if !crate::origin::allowed(&cfg.allowed_origins, up.origin.as_deref()) {
             let r = Refusal::new(403, "this Origin is not allowed");
             return Err(refuse(&mut io, r).await);
         }

@@ -50,6 +50,19 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// The server config of a `[tls]` table, with errors named like any config error (file and key).
+pub fn for_config(
+    config: &crate::config::Config,
+    t: &crate::config::TlsConfig,
+) -> Result<Arc<rustls::ServerConfig>, crate::config::ConfigError> {
+    server_config(&t.cert, &t.key).map_err(|e| crate::config::ConfigError {
+        file: config.file_name(),
+        line: None,
+        key: e.key.into(),
+        msg: e.msg,
+    })
+}
+
 /// The listener's TLS acceptor, swapped by a reload.
 #[derive(Clone)]
 pub struct Tls {
