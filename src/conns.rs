@@ -76,6 +76,10 @@ impl Conns {
     /// sockets with the largest backlogs are told to close (4003) until the rest fits (§16).
     pub fn set_backlog(&self, outbox: &Outbox, bytes: usize, cap: usize) {
         let was = outbox.set_backlog(bytes);
+        if was == bytes {
+            // Every wake of every socket comes here: the shared total is touched only on a change.
+            return;
+        }
         let total = if bytes >= was {
             self.outbound.fetch_add(bytes - was, Ordering::Relaxed) + (bytes - was)
         } else {
