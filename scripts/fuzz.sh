@@ -7,6 +7,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
 #   FUZZ_TARGETS="upgrade proxy" scripts/fuzz.sh 30     only these targets
 #   FUZZ_SMOKE=1 scripts/fuzz.sh 5                      CI: a short run of every target
+#   FUZZ_RUNS=10000000 scripts/fuzz.sh 3600             stop a target at 10M executions
 #
 # Needs the nightly toolchain (`cargo +nightly`); without it the script says so and exits 0.
 # Builds without a sanitizer (the crates forbid unsafe code) but with debug assertions and overflow
@@ -51,7 +52,9 @@ for t in $targets; do
     corpus=("$work/$t")
     [[ -d "$seeds" ]] && corpus+=("$seeds")
     echo "fuzz: $t for ${secs}s"
-    nice -n 19 "$bin_dir/$t" "${corpus[@]}" \
+    runs=()
+    [[ -n "${FUZZ_RUNS:-}" ]] && runs=(-runs="$FUZZ_RUNS")
+    nice -n 19 "$bin_dir/$t" "${corpus[@]}" "${runs[@]}" \
         -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$root/fuzz/artifacts/$t/" >"$work/$t.log" 2>&1
     rc=$?
