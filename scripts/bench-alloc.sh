@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Which allocator gives the memory of a spike back: the same soak spike (scripts/soak.sh: N sockets
 # filled, SECS of churn, everyone leaves, SETTLE s idle; ROUNDS times on one gateway process) against
-#   glibc      glibc's malloc as it is (IMGATE_MALLOC_TRIM=0: the gateway's trim task off)
-#   trim       glibc with the gateway's malloc_trim task (src/heap.rs; the default build)
-#   jemalloc   jemalloc as the global allocator (`cargo build --release --features jemalloc`)
+#   glibc        glibc's malloc as it is (IMGATE_MALLOC_TRIM=0: the gateway's trim task off)
+#   trim         glibc with the gateway's malloc_trim task (src/heap.rs; the default)
+#   jemalloc     jemalloc as the global allocator, as it is (needs JEMALLOC_BIN, see below)
+#   jemalloc-bg  the same with background purging threads (_RJEM_MALLOC_CONF=background_thread:true)
 # one after the other, RUNS times alternating, on the same machine. Prints a Markdown table: RSS per
 # socket at the first fill, RSS after the clients left (each round), logins/s and the gateway's CPU
 # per login over the fills (medians), with ratios to glibc.
 #
-#   ./scripts/bench-alloc.sh                  # N=19000, SECS=30, ROUNDS=3, RUNS=1
-#   N=5000 SECS=10 ROUNDS=2 ./scripts/bench-alloc.sh
+#   ./scripts/bench-alloc.sh                  # N=19000, SECS=30, ROUNDS=3, RUNS=1; glibc and trim
+#   JEMALLOC_BIN=/tmp/imgate-jemalloc VARIANTS="glibc trim jemalloc jemalloc-bg" ./scripts/bench-alloc.sh
 #
-# Environment: N, SECS, ROUNDS, RUNS, SETTLE (30), RATE (300), VARIANTS ("glibc trim jemalloc").
+# The jemalloc build is not part of the tree (only the winner landed): add
+# `tikv-jemallocator = "0.7"` to [dependencies] of Cargo.toml and, in src/main.rs,
+# `#[global_allocator] static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;`,
+# build release and copy target/release/imgate to JEMALLOC_BIN.
+#
+# Environment: N, SECS, ROUNDS, RUNS, SETTLE (30), RATE (300), VARIANTS ("glibc trim", or with
+# jemalloc and jemalloc-bg when JEMALLOC_BIN is set), JEMALLOC_BIN, BIN (default: build release).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -22,32 +29,32 @@ ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-1}
 SETTLE=${SETTLE:-30}
 RATE=${RATE:-300}
-VARIANTS=${VARIANTS:-glibc trim jemalloc}
-TARGET=${CARGO_TARGET_DIR:-target}
-BINS=$TARGET/alloc
-mkdir -p "$BINS"
-
-if [ -z "${SKIP_BUILD:-}" ]; then
-    echo "==> cargo build --release --features jemalloc, then the default build"
-    nice -n 5 cargo build --release --quiet --bin imgate --features jemalloc
-    cp "$TARGET/release/imgate" "$BINS/imgate-jemalloc"
+if [ -n "${JEMALLOC_BIN:-}" ]; then
+    VARIANTS=${VARIANTS:-glibc trim jemalloc jemalloc-bg}
+else
+    VARIANTS=${VARIANTS:-glibc trim}
+fi
+if [ -z "${BIN:-}" ]; then
+    echo "==> cargo build --release --bin imgate"
     nice -n 5 cargo build --release --quiet --bin imgate
-    cp "$TARGET/release/imgate" "$BINS/imgate-glibc"
+    BIN=${CARGO_TARGET_DIR:-target}/release/imgate
 fi
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-RESULTS=$TARGET/soak/alloc-$STAMP
+RESULTS=${CARGO_TARGET_DIR:-target}/soak/alloc-$STAMP
 mkdir -p "$RESULTS"
 for run in $(seq "$RUNS"); do
     for v in $VARIANTS; do
+        conf=
         case $v in
-            glibc) bin=$BINS/imgate-glibc; trim=0 ;;
-            trim) bin=$BINS/imgate-glibc; trim=1 ;;
-            jemalloc) bin=$BINS/imgate-jemalloc; trim=0 ;;
+            glibc) bin=$BIN; trim=0 ;;
+            trim) bin=$BIN; trim=1 ;;
+            jemalloc) bin=${JEMALLOC_BIN:?jemalloc needs JEMALLOC_BIN}; trim=0 ;;
+            jemalloc-bg) bin=${JEMALLOC_BIN:?jemalloc-bg needs JEMALLOC_BIN}; trim=0; conf=background_thread:true ;;
             *) echo "unknown variant $v" >&2; exit 2 ;;
         esac
         echo "==> run $run/$RUNS: $v"
-        IMGATE_MALLOC_TRIM=$trim BIN=$bin LABEL=$v N=$N ROUNDS=$ROUNDS SETTLE=$SETTLE RATE=$RATE \
+        _RJEM_MALLOC_CONF=$conf IMGATE_MALLOC_TRIM=$trim BIN=$bin LABEL=$v N=$N ROUNDS=$ROUNDS SETTLE=$SETTLE RATE=$RATE \
             RETURN_MB=0 OUT="$RESULTS/$v-$run" ./scripts/soak.sh "$SECS" >"$RESULTS/$v-$run.log" 2>&1 || true
         grep -E '^(round|RSS|after everyone|PASS|FAIL)' "$RESULTS/$v-$run.log" || tail -5 "$RESULTS/$v-$run.log"
     done

@@ -186,7 +186,8 @@ for i, r in enumerate(reports, 1):
     print(f"round {i}: filled {r.get('filled')} in {r.get('fill_secs')} s ({f.get('logins_per_sec')} logins/s, "
           f"gateway {f.get('server_cpu_per_login_us')} µs CPU per login, {f.get('rss_per_session_bytes')} B RSS per socket), "
           f"{r.get('churn_ops')} churn operations, {r.get('sockets_opened')} sockets opened, "
-          f"unexpected {r.get('unexpected_total')}")
+          f"unexpected {r.get('unexpected_total')}; user_sig_expired read after expire_at (µs): "
+          f"{r.get('expiry_after_expire_at_us')}")
     for k, v in sorted((r.get("expected") or {}).items()):
         print(f"  {v:>9}  {k}")
     for k, v in sorted((r.get("unexpected") or {}).items()):

@@ -7,8 +7,9 @@
 //! freed small chunks in its arenas: without this, the RSS of a gateway whose 19,000 clients left
 //! stays near its high-water mark (BENCHMARKS.md, "Soak", measures the three choices).
 //!
-//! What it does not own: the allocator. `IMGATE_MALLOC_TRIM=0` in the environment turns the task
-//! off (to measure glibc as it is); with `--features jemalloc` (measurement only) it is off too.
+//! What it does not own: the allocator, which stays glibc's: jemalloc with background purging gave
+//! memory back about as well (within 3 MB), for a C library more to build (BENCHMARKS.md, "Soak").
+//! `IMGATE_MALLOC_TRIM=0` in the environment turns the task off (to measure glibc as it is).
 
 use crate::gateway::Gateway;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub fn due(high: usize, now: usize) -> bool {
 }
 
 fn enabled() -> bool {
-    !cfg!(feature = "jemalloc") && std::env::var("IMGATE_MALLOC_TRIM").map_or(true, |v| v != "0")
+    std::env::var("IMGATE_MALLOC_TRIM").map_or(true, |v| v != "0")
 }
 
 /// Runs until aborted (at shutdown).

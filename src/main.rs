@@ -4,11 +4,6 @@ use clap::Parser;
 use imgate::cli::{Cli, Command, SigCommand};
 use std::process::ExitCode;
 
-// Measurement only (BENCHMARKS.md, "Soak"): the default build keeps glibc's malloc.
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

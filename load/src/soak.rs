@@ -378,6 +378,8 @@ struct Soak {
     prefix: String,
     /// Requests' `seq`.
     seq: AtomicU64,
+    /// How long after `expire_at` each `user_sig_expired` was read.
+    expiry_after: Samples,
 }
 
 /// The admin listener: address and token.
@@ -710,6 +712,8 @@ async fn client_task(
                                 let at = now_ms();
                                 match lock(&expect).expiry.take() {
                                     Some((expire_at, tx)) => {
+                                        let after = at.saturating_sub(expire_at * 1000);
+                                        soak.expiry_after.add(Duration::from_millis(after));
                                         let _ = tx.send(classify_expiry(expire_at, at, soak.slack_ms));
                                     }
                                     None => soak.tally.bad("user_sig_expired on a long ticket"),
@@ -1281,6 +1285,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
         long_expire: args.expire,
         prefix: args.user_prefix.clone(),
         seq: AtomicU64::new(1),
+        expiry_after: Samples::default(),
     });
     let t0 = Instant::now();
     let mut progress = Progress::new(args.progress_secs, t0);
@@ -1472,6 +1477,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
         "filled": filled,
         "fill_secs": round3(fill_secs),
         "fill": fill_json,
+        "expiry_after_expire_at_us": soak.expiry_after.summary().json(),
         "churn_secs": round3(churn_secs),
         "churn_ops": ops,
         "ops_per_sec": (ops as f64 / churn_secs.max(0.001)).round(),
@@ -1496,6 +1502,10 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     for (k, v) in &expected {
         text.push_str(&format!("  {v:>9}  {k}\n"));
     }
+    text.push_str(&format!(
+        "user_sig_expired read after expire_at: {}\n",
+        soak.expiry_after.summary().text()
+    ));
     push_errors(&mut text, "unexpected outcomes", &unexpected);
     text.push_str(&format!(
         "after everyone left: users online {}, gauges {}\n",
