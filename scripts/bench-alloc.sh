@@ -55,7 +55,7 @@ for run in $(seq "$RUNS"); do
         esac
         echo "==> run $run/$RUNS: $v"
         _RJEM_MALLOC_CONF=$conf IMGATE_MALLOC_TRIM=$trim BIN=$bin LABEL=$v N=$N ROUNDS=$ROUNDS SETTLE=$SETTLE RATE=$RATE \
-            RETURN_MB=0 OUT="$RESULTS/$v-$run" ./scripts/soak.sh "$SECS" >"$RESULTS/$v-$run.log" 2>&1 || true
+            RETURN_PCT=0 OUT="$RESULTS/$v-$run" ./scripts/soak.sh "$SECS" >"$RESULTS/$v-$run.log" 2>&1 || true
         grep -E '^(round|RSS|after everyone|PASS|FAIL)' "$RESULTS/$v-$run.log" || tail -5 "$RESULTS/$v-$run.log"
     done
 done

@@ -13,14 +13,19 @@
 # IDLE seconds for a baseline, runs `imgate load --mode soak` ROUNDS times (each: fill N sockets at
 # concurrency 200, SECS of churn at RATE operations/s, everyone leaves; see load/src/soak.rs), then
 # samples SETTLE more seconds. It fails when the soak saw an unexpected outcome, when a gauge is not
-# back to 0 or a user still online after the clients left, or when the RSS did not return: RSS at the
-# end must be within RETURN_MB of the idle baseline (default 16 MB, against ~85 MB for 19,000
-# sockets) — set RETURN_MB=0 to report without failing on it (the allocator comparison does).
+# back to 0 or a user still online after the clients left, or when the RSS did not return: SETTLE s
+# after the clients left, RSS − idle RSS must be at most RETURN_PCT (25) % of the spike (peak RSS −
+# idle RSS), or RETURN_MB (8) MB if that is more — set RETURN_PCT=0 to report without failing on
+# it (the allocator comparison does). glibc as it is keeps ~100% of the spike; with the gateway's
+# malloc_trim task 12–18% stay, which is fragmentation, not live memory: the gateway logs the heap
+# in use after each trim (mallinfo2; RUST_LOG imgate::heap=debug, the default here) and the
+# summary prints it.
 #
 # Environment: N (19000), SECS (the argument; 600), RATE (300), WORKERS (32), SEED (1), ROUNDS (1),
 # SHORT_MIN and SHORT_MAX (20 and 60: lifetimes of the short tickets, s; none start in the last
-# SHORT_MAX + 3 s of the churn),
-# SAMPLE (5 s), IDLE (10 s), SETTLE (60 s), RETURN_MB (16), BIN (default: build and use
+# SHORT_MAX + 3 s of the churn), EXPIRY_SLACK_MS (500: how late past the contract's 1.5 s a
+# user_sig_expired may be read, for the client's own scheduling),
+# SAMPLE (5 s), IDLE (10 s), SETTLE (60 s), RETURN_PCT (25), RETURN_MB (8), BIN (default: build and use
 # target/release/imgate), LABEL (a name for the run), OUT (directory kept with the CSV, the soak's
 # JSON and the gateway's log; default target/soak/LABEL-TIME). The gateway inherits the
 # environment: IMGATE_MALLOC_TRIM=0 turns its malloc_trim task off (glibc as it is).
@@ -37,9 +42,11 @@ ROUNDS=${ROUNDS:-1}
 SAMPLE=${SAMPLE:-5}
 IDLE=${IDLE:-10}
 SETTLE=${SETTLE:-60}
-RETURN_MB=${RETURN_MB:-16}
+RETURN_PCT=${RETURN_PCT:-25}
+RETURN_MB=${RETURN_MB:-8}
 SHORT_MIN=${SHORT_MIN:-20}
 SHORT_MAX=${SHORT_MAX:-60}
+EXPIRY_SLACK_MS=${EXPIRY_SLACK_MS:-500}
 LABEL=${LABEL:-soak}
 APP=1400000000
 KEY=soak-key-$RANDOM$RANDOM
@@ -82,7 +89,8 @@ cleanup() {
 trap cleanup EXIT
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-"$BIN" serve --config "$OUT/gateway.toml" >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
+RUST_LOG=${RUST_LOG:-info,imgate::heap=debug} \
+    "$BIN" serve --config "$OUT/gateway.toml" >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
 GW_PID=$!
 WS=
 ADMIN=
@@ -125,7 +133,8 @@ for round in $(seq "$ROUNDS"); do
     echo "==> round $round/$ROUNDS: $N sockets, $SECS s of churn at $RATE operations/s (seed $SEED)"
     "$BIN" load --mode soak --url "$WS" --admin-url "$ADMIN" --admin-token "$TOKEN" \
         --sdk-app-id "$APP" --key "$KEY" --sessions "$N" --secs "$SECS" --rate "$RATE" \
-        --workers "$WORKERS" --short-min "$SHORT_MIN" --short-max "$SHORT_MAX" --seed "$((SEED + round - 1))" --server-pid "$GW_PID" --json \
+        --workers "$WORKERS" --short-min "$SHORT_MIN" --short-max "$SHORT_MAX" \
+        --expiry-slack-ms "$EXPIRY_SLACK_MS" --seed "$((SEED + round - 1))" --server-pid "$GW_PID" --json \
         >"$OUT/soak-$round.json" 2> >(tee "$OUT/soak-$round.err" >&2) || status=1
     echo "left-$round" >"$OUT/phase"
     sleep "$SETTLE"
@@ -137,10 +146,10 @@ SAMPLER_PID=
 GW_CPU_MS=$(awk '{ print ($14 + $15) * 10 }' "/proc/$GW_PID/stat")
 
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$OUT" "$ROUNDS" "$RETURN_MB" "$LABEL" "$MACHINE" "$GW_CPU_MS" "$SECS" "$N" "$RATE" <<'PY' || status=1
-import csv, json, pathlib, sys
-out, rounds, return_mb, label, machine, gw_cpu_ms, secs, n, rate = sys.argv[1:]
-out = pathlib.Path(out); rounds = int(rounds); return_mb = float(return_mb)
+python3 - "$OUT" "$ROUNDS" "$RETURN_PCT" "$RETURN_MB" "$LABEL" "$MACHINE" "$GW_CPU_MS" "$SECS" "$N" "$RATE" <<'PY' || status=1
+import csv, json, pathlib, re, sys
+out, rounds, return_pct, return_mb, label, machine, gw_cpu_ms, secs, n, rate = sys.argv[1:]
+out = pathlib.Path(out); rounds = int(rounds); return_pct = float(return_pct); return_mb = float(return_mb)
 rows = list(csv.DictReader(open(out / "samples.csv")))
 for r in rows:
     for k in ("rss_kb", "connections", "sessions", "pending_sockets", "outbound_bytes"):
@@ -161,7 +170,12 @@ unexpected = sum(r.get("unexpected_total", 1) for r in reports)
 gauges_zero = all(last[k] == 0 for k in ("connections", "sessions", "pending_sockets", "outbound_bytes"))
 online = [r.get("users_online_at_end") for r in reports]
 returned_kb = last["rss_kb"] - base
-returned = return_mb <= 0 or returned_kb <= return_mb * 1024
+allowed_kb = max(return_mb * 1024, return_pct / 100 * (peak - base))
+returned = return_pct <= 0 or returned_kb <= allowed_kb
+# The heap in use (mallinfo2) the gateway logged after each malloc_trim.
+log = re.sub(r"\x1b\[[0-9;]*m", "", (out / "gateway.err").read_text(errors="replace"))
+heap = [int(x) for x in re.findall(r"malloc_trim after sockets left.*?heap_in_use=(\d+)", log)]
+heap_start = re.findall(r"heap at start heap_in_use=(\d+)", log)
 ok = ok and unexpected == 0 and gauges_zero and all(o == 0 for o in online) and returned
 # Per round: the RSS once the clients had left, just before the next round (or at the end).
 after = []
@@ -173,7 +187,9 @@ summary = {
     "label": label, "machine": machine, "sessions": int(n), "churn_secs": int(secs), "rate": int(rate),
     "rounds": rounds, "rss_idle_kb": base, "rss_peak_kb": peak, "rss_end_kb": last["rss_kb"],
     "rss_after_each_round_kb": after, "rss_end_minus_idle_kb": returned_kb, "return_mb": return_mb,
-    "returned": returned, "unexpected": unexpected, "gauges_at_end": {k: last[k] for k in
+    "returned": returned, "returned_allowed_kb": round(allowed_kb), "return_pct": return_pct,
+    "heap_in_use_start_bytes": int(heap_start[0]) if heap_start else None,
+    "heap_in_use_after_trims_bytes": heap, "unexpected": unexpected, "gauges_at_end": {k: last[k] for k in
     ("connections", "sessions", "pending_sockets", "outbound_bytes")}, "users_online_at_end": online,
     "fill": fill, "gateway_cpu_ms_total": int(gw_cpu_ms),
     "churn_ops": [r.get("churn_ops") for r in reports], "expected": [r.get("expected") for r in reports],
@@ -195,9 +211,13 @@ for i, r in enumerate(reports, 1):
 print(f"after everyone left: gauges {summary['gauges_at_end']} ({'all 0' if gauges_zero else 'NOT 0'}), "
       f"users online {online}")
 print(f"RSS: idle {base / 1024:.1f} MB, peak {peak / 1024:.1f} MB, end {last['rss_kb'] / 1024:.1f} MB "
-      f"(end − idle {returned_kb / 1024:+.1f} MB; returned = within {return_mb:g} MB: "
+      f"(end − idle {returned_kb / 1024:+.1f} MB = {100 * returned_kb / max(1, peak - base):.0f}% of the spike; "
+      f"returned = at most {allowed_kb / 1024:.1f} MB (max of {return_pct:g}% of the spike, {return_mb:g} MB): "
       f"{'yes' if returned else 'NO'}); after each round: "
       + ", ".join(f"{a / 1024:.1f} MB" for a in after if a))
+if heap:
+    print(f"heap in use (mallinfo2): {int(heap_start[0]) / 1048576 if heap_start else 0:.1f} MB at start; after each "
+          f"malloc_trim: " + ", ".join(f"{h / 1048576:.1f} MB" for h in heap))
 # The RSS curve: about 24 rows, always including the peak and the phase changes.
 keep = set()
 step = max(1, len(rows) // 24)

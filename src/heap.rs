@@ -35,6 +35,7 @@ pub async fn run(gw: Arc<Gateway>) {
     if !enabled() {
         return;
     }
+    tracing::debug!(heap_in_use = imgate_trim::in_use(), "heap at start");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut high = 0;
@@ -47,13 +48,15 @@ pub async fn run(gw: Arc<Gateway>) {
             continue;
         }
         let t0 = Instant::now();
-        let released = tokio::task::spawn_blocking(imgate_trim::trim)
-            .await
-            .unwrap_or(false);
+        let (released, in_use) =
+            tokio::task::spawn_blocking(|| (imgate_trim::trim(), imgate_trim::in_use()))
+                .await
+                .unwrap_or((false, None));
         tracing::debug!(
             from = high,
             to = now,
             released,
+            heap_in_use = in_use,
             ms = t0.elapsed().as_millis() as u64,
             "malloc_trim after sockets left"
         );

@@ -42,6 +42,8 @@ const EVENT_WAIT: Duration = Duration::from_secs(10);
 const DROP_WAIT: Duration = Duration::from_secs(5);
 /// Instance ids per user and slot: small, so that a takeover sometimes has the same id (`replaced`).
 const INSTANCES: u64 = 3;
+/// Users tried for a free slot when the open sockets are short of the target.
+const FREE_SLOT_TRIES: usize = 8;
 
 /// A small seeded generator (splitmix64): the same `--seed` gives the same choices per worker.
 #[derive(Debug, Clone)]
@@ -628,6 +630,29 @@ impl Soak {
     fn can_add(&self) -> bool {
         self.open.load(Ordering::Relaxed) < self.max_sockets
     }
+
+    /// Whether the open sockets are more than 2% short of the target (logins weigh more then).
+    fn short_of(&self) -> bool {
+        self.open.load(Ordering::Relaxed) < self.max_sockets - self.max_sockets / 50
+    }
+
+    /// A random user whose lock is free. Short of the target, up to [`FREE_SLOT_TRIES`] users are
+    /// tried for one with a free slot, so that logins keep up with the closes and kicks.
+    fn choose_user(&self, rng: &mut Rng) -> Option<(usize, OwnedMutexGuard<UserState>)> {
+        let tries = if self.short_of() { FREE_SLOT_TRIES } else { 1 };
+        let mut found = None;
+        for _ in 0..tries {
+            let u = rng.below(self.users.len() as u64) as usize;
+            let Ok(g) = Arc::clone(&self.users[u]).try_lock_owned() else {
+                continue;
+            };
+            if g.slots.iter().any(Option::is_none) || tries == 1 {
+                return Some((u, g));
+            }
+            found.get_or_insert((u, g));
+        }
+        found
+    }
 }
 
 /// Reads until the response to a request (a fresh socket: any push first is a failure).
@@ -845,14 +870,13 @@ impl Soak {
         let free: Vec<usize> = (0..2).filter(|&s| guard.slots[s].is_none()).collect();
         let held: Vec<usize> = (0..2).filter(|&s| guard.slots[s].is_some()).collect();
         let can_short = allow_short && self.shorts.load(Ordering::Relaxed) < self.max_shorts;
-        let open = self.open.load(Ordering::Relaxed);
         let Some(op) = pick(
             rng,
             !free.is_empty(),
             !held.is_empty(),
             self.can_add(),
             can_short,
-            open < self.max_sockets - self.max_sockets / 50,
+            self.short_of(),
         ) else {
             return;
         };
@@ -1386,8 +1410,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
                     break;
                 }
                 let allow_short = last_short.is_some_and(|t| Instant::now() < t);
-                let u = rng.below(soak.users.len() as u64) as usize;
-                let Ok(g) = Arc::clone(&soak.users[u]).try_lock_owned() else {
+                let Some((u, g)) = soak.choose_user(&mut rng) else {
                     continue;
                 };
                 soak.run_op(&mut rng, u, g, &mut shorts, allow_short).await;

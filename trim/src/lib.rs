@@ -23,6 +23,24 @@ pub fn trim() -> bool {
     false
 }
 
+/// Bytes of the heap in use by the program (glibc's `mallinfo2`: `uordblks + hblkhd`, allocated
+/// chunks and mmapped blocks), as opposed to what the RSS also holds: free chunks not returned yet.
+/// Walks the arenas under their locks, like [`trim`].
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn in_use() -> Option<u64> {
+    // SAFETY: mallinfo2 only reads the allocator's statistics, under its locks, and returns a plain
+    // struct by value.
+    let m = unsafe { libc::mallinfo2() };
+    Some((m.uordblks + m.hblkhd) as u64)
+}
+
+/// Not glibc: unknown.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn in_use() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -30,5 +48,7 @@ mod tests {
         let v: Vec<Vec<u8>> = (0..10_000).map(|_| vec![1u8; 512]).collect();
         drop(v);
         let _ = super::trim();
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        assert!(super::in_use().is_some_and(|b| b > 0));
     }
 }
