@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): ./scripts/test.sh
 # Installs what the tests need, then runs the format check, clippy and the whole test suite: the Rust
-# tests (unit, integration, interop, cluster) and the JavaScript SDK's and the browser console's tests.
+# tests (unit, integration, interop, cluster), the JavaScript SDK's and the browser console's tests,
+# a 15-s soak (scripts/soak.sh) and a few seconds of every fuzz target.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
