@@ -11,7 +11,7 @@
 # 10 s, ping 25 s, idle 60 s), samples the gateway every SAMPLE seconds into a CSV (time, phase,
 # VmRSS, and the /metrics gauges: connections, sessions, pending sockets, outbound bytes), idles
 # IDLE seconds for a baseline, runs `imgate load --mode soak` ROUNDS times (each: fill N sockets at
-# concurrency 200, SECS of churn at RATE operations/s, everyone leaves; see load/src/soak.rs), then
+# concurrency 200, SECS of churn at RATE operations/s, everyone leaves; see load/src/soak/), then
 # samples SETTLE more seconds. It fails when the soak saw an unexpected outcome, when a gauge is not
 # back to 0 or a user still online after the clients left, or when the RSS did not return: SETTLE s
 # after the clients left, RSS − idle RSS must be at most RETURN_PCT (25) % of the spike (peak RSS −

@@ -1,0 +1,175 @@
+//! The admin listener's HTTP client (`/v1/kick`, `/v1/push`, `/v1/online`, `/metrics`): one
+//! HTTP/1.1 request a connection, and the end-of-run checks that the gateway is empty.
+
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The admin listener: address and token.
+pub(super) struct Admin {
+    pub(super) addr: SocketAddr,
+    pub(super) token: String,
+}
+
+impl Admin {
+    /// One HTTP/1.1 request (`Connection: close`); the status and the body.
+    pub(super) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<(u16, String), Fail> {
+        let io = async {
+            let mut s = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("admin connect: {:?}", e.kind()))?;
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                self.addr,
+                self.token,
+                body.len()
+            );
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| format!("admin write: {:?}", e.kind()))?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out)
+                .await
+                .map_err(|e| format!("admin read: {:?}", e.kind()))?;
+            Ok::<_, Fail>(out)
+        };
+        let out = timeout(EVENT_WAIT, io)
+            .await
+            .map_err(|_| Fail::from("admin: no answer within 10 s"))??;
+        let text = String::from_utf8_lossy(&out);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Fail::from("admin: no status line"))?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Ok((status, body))
+    }
+
+    pub(super) async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> Result<serde_json::Value, Fail> {
+        let (status, body) = self.call(method, path, body).await?;
+        if status != 200 {
+            return Err(format!("admin {path}: HTTP {status}"));
+        }
+        serde_json::from_str(&body).map_err(|_| format!("admin {path}: not JSON"))
+    }
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// The value of the gauges the soak checks in a `/metrics` text: connections, sessions (all
+/// platforms), pending sockets and outbound bytes (absent series read as 0).
+fn gauges(metrics: &str) -> BTreeMap<&'static str, i64> {
+    let mut g = BTreeMap::from([
+        ("connections", 0),
+        ("sessions", 0),
+        ("pending_sockets", 0),
+        ("outbound_bytes", 0),
+    ]);
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("imgate_") else {
+            continue;
+        };
+        let (name, value) = match rest.split_once(' ') {
+            Some((n, v)) => (n, v),
+            None => continue,
+        };
+        let name = name.split('{').next().unwrap_or(name);
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if let Some(slot) = g.get_mut(name) {
+            *slot += v as i64;
+        }
+    }
+    g
+}
+
+/// How many of the population `/v1/online` still lists (500 users a query).
+pub(super) async fn still_online(
+    admin: &Admin,
+    app: u64,
+    prefix: &str,
+    users: usize,
+) -> Result<usize, Fail> {
+    let mut online = 0;
+    for chunk in (0..users).collect::<Vec<_>>().chunks(500) {
+        let mut path = format!("/v1/online?sdk_app_id={app}");
+        for u in chunk {
+            path.push_str(&format!("&user_id={prefix}{u}"));
+        }
+        let v = admin.json("GET", &path, "").await?;
+        online += v["users"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|u| u["status"] != "Offline").count());
+    }
+    Ok(online)
+}
+
+/// Polls `/metrics` until the gauges read 0 (at most 10 s); the last reading.
+pub(super) async fn wait_gauges_zero(admin: &Admin) -> Result<BTreeMap<&'static str, i64>, Fail> {
+    let deadline = Instant::now() + EVENT_WAIT;
+    loop {
+        let (status, body) = admin.call("GET", "/metrics", "").await?;
+        if status != 200 {
+            return Err(format!("/metrics: HTTP {status}"));
+        }
+        let g = gauges(&body);
+        if g.values().all(|&v| v == 0) || Instant::now() >= deadline {
+            return Ok(g);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauges_sum_the_series() {
+        let m = "# HELP imgate_connections Open\nimgate_connections 3\n\
+                 imgate_sessions{sdk_app_id=\"1\",platform=\"web\"} 2\n\
+                 imgate_sessions{sdk_app_id=\"1\",platform=\"android\"} 1\n\
+                 imgate_pending_sockets 0\nimgate_closes_total{code=\"1000\"} 7\n";
+        let g = gauges(m);
+        assert_eq!(g["connections"], 3);
+        assert_eq!(g["sessions"], 3);
+        assert_eq!(g["pending_sockets"], 0);
+        assert_eq!(g["outbound_bytes"], 0);
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
+    }
+}
