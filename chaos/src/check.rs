@@ -311,6 +311,38 @@ pub fn check_logs(logs: &[SocketLog], killed_at: &[Vec<Option<u64>>]) -> (Vec<St
     (v, st)
 }
 
+/// Sockets frozen with their node (open across one of its SIGSTOPs, as the client saw it), and how
+/// many of them got `kicked_offline` within 15 s of the SIGCONT: sessions that lost to a newer login
+/// while their node was presumed dead, and were closed on waking.
+pub fn frozen(logs: &[SocketLog], stops: &[Vec<(usize, u64, u64)>]) -> (u64, u64) {
+    let (mut frozen, mut kicked_on_waking) = (0, 0);
+    for log in logs {
+        let Some(windows) = stops.get(log.node) else {
+            continue;
+        };
+        let first = log.events.first().map_or(0, |e| e.0);
+        let last = log.events.last().map_or(0, |e| e.0);
+        for &(g, from, to) in windows {
+            let open_at_end = !log.events.iter().any(|(_, e)| {
+                matches!(
+                    e,
+                    Ev::Closed(_) | Ev::ClientClose | Ev::ClientDrop | Ev::Unanswered { .. }
+                )
+            });
+            if g != log.generation || first > from || (last < to && !open_at_end) {
+                continue;
+            }
+            frozen += 1;
+            if log.events.iter().any(|(t, e)| {
+                matches!(e, Ev::Kicked { .. }) && *t >= to && *t <= to.saturating_add(15_000)
+            }) {
+                kicked_on_waking += 1;
+            }
+        }
+    }
+    (frozen, kicked_on_waking)
+}
+
 /// One node's answer to `/v1/online` for every user: user → instances.
 pub type Presence = BTreeMap<String, Vec<Inst>>;
 

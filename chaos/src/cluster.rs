@@ -132,6 +132,8 @@ struct Proc {
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub killed_at: Vec<Option<u64>>,
+    /// (generation, SIGSTOP ms, SIGCONT ms) of each stop.
+    pub stops: Vec<(usize, u64, u64)>,
 }
 
 /// One node slot: its proxy, and its current process if one runs.
@@ -198,6 +200,7 @@ impl Node {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -275,8 +278,12 @@ impl Node {
     /// SIGSTOP: the process freezes (its sockets stay open, nothing is answered).
     pub fn stop(&self) -> bool {
         let ok = self.signal("-STOP");
-        if let Some(p) = self.lock().as_mut() {
+        let generation = self.lock().as_mut().map(|p| {
             p.stopped = ok;
+            p.generation
+        });
+        if let (true, Some(g)) = (ok, generation) {
+            self.hist().stops.push((g, now_ms(), u64::MAX));
         }
         ok
     }
@@ -286,6 +293,9 @@ impl Node {
         let ok = self.signal("-CONT");
         if let Some(p) = self.lock().as_mut() {
             p.stopped = false;
+        }
+        if let Some(last) = self.hist().stops.last_mut().filter(|s| s.2 == u64::MAX) {
+            last.2 = now_ms();
         }
         ok
     }

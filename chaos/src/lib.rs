@@ -244,6 +244,9 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     let killed_at: Vec<Vec<Option<u64>>> =
         nodes.iter().map(|n| n.history().killed_at).collect();
     let (log_violations, st) = check::check_logs(&logs, &killed_at);
+    let stops: Vec<_> = nodes.iter().map(|n| n.history().stops).collect();
+    let (frozen, kicked_on_waking) = check::frozen(&logs, &stops);
+    let node_log = node_log_counts(&dir);
     violations.extend(log_violations);
     violations.extend(harness_errors.iter().map(|e| format!("harness: {e}")));
 
@@ -292,6 +295,11 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         s,
         "faults:     {delayed} of {chunks} chunks delayed, {cut} Redis connections cut (of {conns} opened through the proxies)"
     );
+    let _ = writeln!(
+        s,
+        "nodes:      {} leases found lapsed on waking, {} dead nodes swept, {} reconciles triggered; {frozen} sockets frozen with their node, {kicked_on_waking} of them kicked on waking (outranked meanwhile)",
+        node_log.lapsed, node_log.swept, node_log.reconciles
+    );
     let ok = st.login_codes.get(&0).copied().unwrap_or(0);
     let failed: Vec<String> = st
         .login_codes
@@ -301,12 +309,12 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         .collect();
     let _ = writeln!(
         s,
-        "logins:     {} attempted ({} re-logins in place, {} account switches), {ok} ok, failed: {}, {} unanswered (node killed)",
+        "logins:     {} attempted ({} re-logins in place, {} account switches), {ok} ok, failed: {}, {} never answered (kicked first, or the node died)",
         st.logins,
         st.relogins,
         st.switches,
         if failed.is_empty() { "none".into() } else { failed.join(", ") },
-        st.logins_unanswered
+        st.logins - st.login_codes.values().sum::<u64>()
     );
     let kicks: Vec<String> = st.kicks.iter().map(|(r, n)| format!("{n} {r}")).collect();
     let _ = writeln!(
@@ -356,6 +364,56 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         violations,
         summary: s,
     })
+}
+
+/// What the nodes' own logs say happened (counted from their stderr, `RUST_LOG=info`).
+#[derive(Debug, Default)]
+struct NodeLog {
+    lapsed: u64,
+    swept: u64,
+    reconciles: u64,
+}
+
+fn node_log_counts(dir: &std::path::Path) -> NodeLog {
+    let mut c = NodeLog::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return c;
+    };
+    for e in entries.flatten() {
+        if e.path().extension().is_some_and(|x| x == "err") {
+            let text = strip_ansi(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            for line in text.lines() {
+                if line.contains("reconciling") {
+                    c.reconciles += 1;
+                    if line.contains("lapsed=true") {
+                        c.lapsed += 1;
+                    }
+                }
+                if line.contains("swept a dead node") {
+                    c.swept += 1;
+                }
+            }
+        }
+    }
+    c
+}
+
+/// The text without ANSI colour sequences (`ESC [ ... letter`), which tracing adds to fields.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Polls every node's presence and the clients' view until they agree twice, one reconcile period

@@ -78,8 +78,8 @@ mod tests {
         assert!(violations(&[i("web", None), i("web", Some("a")), i("iphone", None)]).is_empty());
         assert!(violations(&[i("mac", None), i("mac", None)]).is_empty());
         assert_eq!(violations(&[i("android", None), i("iphone", None)]).len(), 1);
-        assert_eq!(violations(&[i("web", None); 3]).len(), 1);
-        assert_eq!(violations(&[i("linux", None); 2]).len(), 1);
+        assert_eq!(violations(&vec![i("web", None); 3]).len(), 1);
+        assert_eq!(violations(&vec![i("linux", None); 2]).len(), 1);
         assert_eq!(
             violations(&[i("web", Some("t")), i("web", Some("t"))]),
             vec!["two instances on web with instance id t".to_owned()]
