@@ -67,6 +67,11 @@ local function admit(KEYS, ARGV, caps_from)
   for _, e in ipairs(live) do
     if e.sid == ARGV[12] then
       redis.call('HDEL', KEYS[1], e.field) -- this socket's previous session, updated in place
+    elseif e.sid == sid then
+      -- The restored session's own entry, moved aside (to its ~sid field) while its node's lease
+      -- was lapsed and live again now that the node is back: the restore takes its place. Counting
+      -- it would make the session its own rival (a self-kick, or two entries for one socket).
+      redis.call('HDEL', KEYS[1], e.field)
     elseif cap[e.plat] then
       table.insert(cands, e)
     end
