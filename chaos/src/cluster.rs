@@ -29,6 +29,8 @@ pub const HEARTBEAT_MS: u64 = 500;
 pub const RECONCILE_SECS: u64 = 2;
 pub const REDIS_TIMEOUT_MS: u64 = 500;
 
+/// Starts of a node process tried before giving up.
+const START_TRIES: usize = 20;
 /// How long a process may take to come up.
 const START_WAIT: Duration = Duration::from_secs(15);
 
@@ -99,6 +101,26 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Takes a dead node's sweep lock (`im:sweep:<id>`, as a survivor whose sweep failed midway
+    /// leaves it) for `ms`, so that nobody sweeps that node meanwhile. Straight to Redis, not
+    /// through a proxy. Whether Redis took it (false: someone holds it already).
+    pub async fn hold_sweep_lock(&self, node_id: &str, ms: u64) -> bool {
+        let cmd = format!("SET im:sweep:{node_id} chaos NX PX {ms}\r\n");
+        let talk = async {
+            let mut s = TcpStream::connect(self.addr()).await.ok()?;
+            s.write_all(cmd.as_bytes()).await.ok()?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).await.ok()?;
+            Some(buf[..n].starts_with(b"+OK"))
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), talk).await,
+            Ok(Some(true))
+        )
+    }
+}
+
 async fn ping(port: u16) -> bool {
     let Ok(Ok(mut s)) = tokio::time::timeout(
         Duration::from_millis(500),
@@ -163,8 +185,6 @@ impl Node {
         proxy: FaultProxy,
     ) -> Result<Node, String> {
         let config = dir.join(format!("node{index}.toml"));
-        let text = node_config(proxy.addr());
-        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
         let node = Node {
             index,
             proxy,
@@ -187,13 +207,35 @@ impl Node {
     }
 
     /// Starts a new process for this slot and waits for its two announce lines.
+    ///
+    /// A node refuses to start when it cannot reach Redis (contract §12), which a proxy fault can
+    /// cause: it is tried again, a new process (and node id) each time, up to [`START_TRIES`].
     pub async fn spawn(&self) -> Result<(), String> {
+        let mut last = String::new();
+        for _ in 0..START_TRIES {
+            match self.spawn_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(last)
+    }
+
+    async fn spawn_once(&self) -> Result<(), String> {
         let generation = {
             let mut h = self.hist();
             h.killed_at.push(None);
             h.killed_at.len() - 1
         };
         let stem = format!("node{}-gen{generation}", self.index);
+        // Each process its own node id (as a restart without `node_id` would get), known to the
+        // driver so that it can hold that node's sweep lock.
+        std::fs::write(
+            &self.config,
+            node_config(self.proxy.addr(), &node_id(self.index, generation)),
+        )
+        .map_err(|e| format!("{}: {e}", self.config.display()))?;
         let stderr = std::fs::File::create(self.log_dir.join(format!("{stem}.err")))
             .map_err(|e| e.to_string())?;
         let mut child = Command::new(&self.bin)
@@ -275,6 +317,13 @@ impl Node {
             .is_ok_and(|s| s.success())
     }
 
+    /// The node id of the current process.
+    pub fn current_id(&self) -> Option<String> {
+        self.lock()
+            .as_ref()
+            .map(|p| node_id(self.index, p.generation))
+    }
+
     /// SIGSTOP: the process freezes (its sockets stay open, nothing is answered).
     pub fn stop(&self) -> bool {
         let ok = self.signal("-STOP");
@@ -354,16 +403,21 @@ impl Node {
     }
 }
 
+/// The node id of a node's process generation.
+pub fn node_id(index: usize, generation: usize) -> String {
+    format!("chaos{index}-g{generation}")
+}
+
 /// A node's config: the test app with the chaos policy, cluster mode through its proxy, generous
 /// socket timeouts (the clients sit idle on purpose) and the fast lease and reconcile of the tests.
-pub fn node_config(redis: SocketAddr) -> String {
+pub fn node_config(redis: SocketAddr, node_id: &str) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\
          login_timeout_secs = 600\nidle_timeout_secs = 600\nping_interval_secs = 300\n\
          max_connections = 4000\nmax_pending = 2000\nmax_pending_per_ip = 2000\n\
          max_requests_per_sec = 1000\nmax_frames_per_sec = 2000\nshutdown_grace_secs = 2\n\n\
          [[app]]\nsdk_app_id = {APP}\nkey = \"{KEY}\"\n{POLICY_TOML}\n\
-         [cluster]\nredis_url = \"redis://{redis}\"\nlease_ms = {LEASE_MS}\n\
+         [cluster]\nredis_url = \"redis://{redis}\"\nnode_id = \"{node_id}\"\nlease_ms = {LEASE_MS}\n\
          heartbeat_ms = {HEARTBEAT_MS}\nreconcile_secs = {RECONCILE_SECS}\n\
          redis_timeout_ms = {REDIS_TIMEOUT_MS}\n"
     )

@@ -18,8 +18,11 @@
 //! no longer count them (a sweeper removes them). When it wakes, its heartbeat finds the lease
 //! lapsed and it reconciles: each session still open is restored with its original login order,
 //! and one that a newer login has since outranked loses and gets `kicked_offline` then 4501, like
-//! any evicted socket. So the checker holds them to the same rules as every other socket. Sockets of
-//! a SIGKILLed process end without a close frame and are counted apart.
+//! any evicted socket. So the checker holds them to the same rules as every other socket. Half the
+//! stops also hold the frozen node's sweep lock (as a survivor whose sweep failed midway leaves it
+//! for 30 s): the node then wakes before anyone swept it, with its lapsed entries still in Redis,
+//! some moved aside by same-instance logins elsewhere, and must still come back exactly once.
+//! Sockets of a SIGKILLed process end without a close frame and are counted apart.
 
 pub mod check;
 pub mod client;
@@ -88,6 +91,7 @@ struct Done {
     stalls: u64,
     drops: u64,
     delays: u64,
+    sweeps_held: u64,
 }
 
 /// Runs the whole thing; Err only when the harness itself could not run.
@@ -162,7 +166,19 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     for (at, action) in &schedule.events {
         tokio::time::sleep_until(start + *at).await;
         match *action {
-            Action::Stop { node, for_ } => {
+            Action::Stop {
+                node,
+                for_,
+                sweep_held,
+            } => {
+                if sweep_held {
+                    if let Some(id) = nodes[node].current_id() {
+                        let ms = for_.as_millis() as u64 + 1_000;
+                        if redis.hold_sweep_lock(&id, ms).await {
+                            done.sweeps_held += 1;
+                        }
+                    }
+                }
                 if nodes[node].stop() {
                     done.stops += 1;
                     let nodes = Arc::clone(&nodes);
@@ -280,8 +296,8 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         s,
-        "chaos:      {} SIGSTOP/SIGCONT, {} SIGKILL+restart; proxies: {} stalls, {} drops, {} delay windows",
-        done.stops, done.kills, done.stalls, done.drops, done.delays
+        "chaos:      {} SIGSTOP/SIGCONT ({} with the node's sweep held off), {} SIGKILL+restart; proxies: {} stalls, {} drops, {} delay windows",
+        done.stops, done.sweeps_held, done.kills, done.stalls, done.drops, done.delays
     );
     let (mut chunks, mut delayed, mut cut, mut conns) = (0, 0, 0, 0);
     for n in nodes.iter() {

@@ -13,8 +13,14 @@ use std::time::Duration;
 /// One chaos event, at a time from the start of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// SIGSTOP the node's process, SIGCONT it `for_` later.
-    Stop { node: usize, for_: Duration },
+    /// SIGSTOP the node's process, SIGCONT it `for_` later. With `sweep_held`, its sweep lock is
+    /// held meanwhile (as a survivor whose sweep failed midway leaves it): nobody sweeps it, and it
+    /// wakes to find its lapsed entries still there, some moved aside by newer logins.
+    Stop {
+        node: usize,
+        for_: Duration,
+        sweep_held: bool,
+    },
     /// SIGKILL the node's process, start a new one (a new node id) `down` later.
     Kill { node: usize, down: Duration },
     /// The node's Redis proxy forwards nothing for `for_`.
@@ -93,7 +99,15 @@ impl Schedule {
             let node = r.random_range(0..nodes);
             let (action, busy) = if r.random_bool(0.5) {
                 let for_ = ms(&mut r, 1_000, 6_000);
-                (Action::Stop { node, for_ }, for_)
+                let sweep_held = r.random_bool(0.5);
+                (
+                    Action::Stop {
+                        node,
+                        for_,
+                        sweep_held,
+                    },
+                    for_,
+                )
             } else {
                 let down = ms(&mut r, 500, 4_000);
                 (Action::Kill { node, down }, down)
