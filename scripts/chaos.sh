@@ -26,7 +26,7 @@ if [ "${CHAOS_SMOKE:-0}" = 1 ]; then
     echo "==> cargo build -p imgate -p imgate-chaos (debug, smoke run)"
     cargo build --quiet -p imgate --bin imgate -p imgate-chaos
     PROFILE=debug
-    EXTRA=(--clients 24 --users 8 --converge-secs 40)
+    EXTRA=(--clients 24 --users 8)
 else
     echo "==> cargo build --release -p imgate -p imgate-chaos"
     cargo build --release --quiet -p imgate --bin imgate -p imgate-chaos

@@ -10,7 +10,9 @@
 //!   70169 only.
 //! - [`check_presence`], over the cluster's presence (`/v1/online` of every node) and the clients'
 //!   view of their open logged-in sockets: every node says the same, the policy holds for every
-//!   user, and presence equals the open sockets (as multisets of user, platform and instance id).
+//!   user, and presence equals the open sockets (as multisets of user, platform and instance id);
+//!   [`check_stored`] goes one level down, to every entry Redis holds, dead nodes' included: each
+//!   names the node process that holds its socket, once.
 //!
 //! A login answered 70169 may still have run in Redis (its reply was late or lost: the node then
 //! takes its entry back), so it counts as a possible kicker, like a login never answered. What it
@@ -131,9 +133,9 @@ fn explained(
         could_be_later
             && match reason {
                 "replaced" => viid.is_some() && a.platform == *vp && a.iid == *viid,
-                "multi_device" => by.is_some_and(|b| {
-                    a.platform == b && policy::group(b) == policy::group(vp)
-                }),
+                "multi_device" => {
+                    by.is_some_and(|b| a.platform == b && policy::group(b) == policy::group(vp))
+                }
                 _ => false,
             }
     })
@@ -147,7 +149,10 @@ pub fn check_logs(logs: &[SocketLog], killed_at: &[Vec<Option<u64>>]) -> (Vec<St
     for log in logs {
         st.sockets += 1;
         let died = killed(killed_at, log);
-        let tag = format!("socket {} (node {} gen {})", log.id, log.node, log.generation);
+        let tag = format!(
+            "socket {} (node {} gen {})",
+            log.id, log.node, log.generation
+        );
         let mut session: Option<(String, String, Option<String>, u64)> = None;
         let mut pending: BTreeMap<u64, Req> = BTreeMap::new();
         let mut kicks = 0;
@@ -345,6 +350,52 @@ pub fn frozen(logs: &[SocketLog], stops: &[Vec<(usize, u64, u64)>]) -> (u64, u64
 
 /// One node's answer to `/v1/online` for every user: user → instances.
 pub type Presence = BTreeMap<String, Vec<Inst>>;
+
+/// Checks what Redis stores (every entry, with its node id) against the open sockets: the same
+/// (user, platform, instance id, node process), so no entry of a dead or killed process is left and
+/// no socket is counted twice or on the wrong node. `node_id` maps a socket's (node, generation)
+/// to the node id its process runs under.
+pub fn check_stored(
+    stored: &Result<Vec<crate::cluster::Stored>, String>,
+    views: &[View],
+    node_id: impl Fn(usize, usize) -> String,
+) -> Vec<String> {
+    let stored = match stored {
+        Ok(s) => s,
+        Err(e) => return vec![format!("reading Redis: {e}")],
+    };
+    let mut in_redis: Vec<&crate::cluster::Stored> = stored.iter().collect();
+    in_redis.sort();
+    let open: Vec<crate::cluster::Stored> = views
+        .iter()
+        .map(|s| {
+            (
+                s.user.clone(),
+                s.platform.clone(),
+                s.iid.clone(),
+                node_id(s.node, s.generation),
+            )
+        })
+        .collect();
+    let mut open_sorted: Vec<&crate::cluster::Stored> = open.iter().collect();
+    open_sorted.sort();
+    if in_redis == open_sorted {
+        return Vec::new();
+    }
+    let extra: Vec<_> = in_redis
+        .iter()
+        .filter(|e| !open_sorted.contains(e))
+        .collect();
+    let missing: Vec<_> = open_sorted
+        .iter()
+        .filter(|e| !in_redis.contains(e))
+        .collect();
+    vec![format!(
+        "Redis entries and open sockets differ: in Redis only {extra:?}; open only {missing:?} ({} in Redis, {} open)",
+        in_redis.len(),
+        open_sorted.len()
+    )]
+}
 
 /// Checks presence against the policy and the open sockets; empty when everything holds.
 pub fn check_presence(nodes: &[Result<Presence, String>], views: &[View]) -> Vec<String> {
@@ -551,7 +602,26 @@ mod tests {
             platform: platform.into(),
             iid: iid.map(Into::into),
             node: 0,
+            generation: 0,
         }
+    }
+
+    #[test]
+    fn redis_must_hold_exactly_the_open_sockets() {
+        let views = vec![view("a", "web", None)];
+        let id = |n: usize, g: usize| format!("chaos{n}-g{g}");
+        let entry = |node: &str| ("a".to_owned(), "web".to_owned(), None, node.to_owned());
+        assert!(check_stored(&Ok(vec![entry("chaos0-g0")]), &views, id).is_empty());
+        // The entry of a killed process (g0) while the socket lives on g1's: wrong node.
+        let mut moved = views.clone();
+        moved[0].generation = 1;
+        assert_eq!(
+            check_stored(&Ok(vec![entry("chaos0-g0")]), &moved, id).len(),
+            1
+        );
+        // A duplicate.
+        let two = vec![entry("chaos0-g0"), entry("chaos0-g0")];
+        assert_eq!(check_stored(&Ok(two), &views, id).len(), 1);
     }
 
     fn presence(entries: &[(&str, &str, Option<&str>)]) -> Presence {
@@ -572,7 +642,11 @@ mod tests {
         with_offline.insert("b".into(), vec![]);
         assert!(check_presence(&[Ok(p.clone()), Ok(with_offline)], &views).is_empty());
         // A ghost entry, a missing one, and two nodes that disagree.
-        let ghost = presence(&[("a", "iphone", Some("d")), ("a", "web", None), ("c", "mac", None)]);
+        let ghost = presence(&[
+            ("a", "iphone", Some("d")),
+            ("a", "web", None),
+            ("c", "mac", None),
+        ]);
         let v = check_presence(&[Ok(ghost)], &views);
         assert!(v.iter().any(|e| e.starts_with("user c:")), "{v:?}");
         let v = check_presence(&[Ok(p.clone())], &views[..1]);
@@ -586,6 +660,10 @@ mod tests {
         let views = vec![view("a", "android", None), view("a", "iphone", None)];
         let p = presence(&[("a", "android", None), ("a", "iphone", None)]);
         let v = check_presence(&[Ok(p)], &views);
-        assert_eq!(v.iter().filter(|e| e.starts_with("policy")).count(), 2, "{v:?}");
+        assert_eq!(
+            v.iter().filter(|e| e.starts_with("policy")).count(),
+            2,
+            "{v:?}"
+        );
     }
 }

@@ -86,6 +86,8 @@ pub struct View {
     pub platform: String,
     pub iid: Option<String>,
     pub node: usize,
+    /// Which process of that node holds the socket.
+    pub generation: usize,
 }
 
 /// Every open logged-in socket, by socket id.
@@ -105,6 +107,8 @@ pub struct Ctx {
     /// Clients that finished acting.
     pub holding: std::sync::atomic::AtomicUsize,
     pub connect_failures: std::sync::atomic::AtomicU64,
+    /// Presence entries Redis held at the last look of the check.
+    pub stored_at_end: std::sync::atomic::AtomicUsize,
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -135,6 +139,7 @@ impl Sock {
                         platform: platform.clone(),
                         iid: iid.clone(),
                         node: self.log.node,
+                        generation: self.log.generation,
                     },
                 );
             }
@@ -264,11 +269,7 @@ impl Sock {
     async fn logout(&mut self, ctx: &Ctx) -> Option<u32> {
         self.seq += 1;
         let code = self
-            .request(
-                ctx,
-                json!({"type": "logout"}),
-                Ev::Logout { seq: self.seq },
-            )
+            .request(ctx, json!({"type": "logout"}), Ev::Logout { seq: self.seq })
             .await;
         if code == Some(0) {
             self.session = None;

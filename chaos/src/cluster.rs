@@ -121,6 +121,85 @@ impl Redis {
     }
 }
 
+/// One presence entry as stored in Redis: (user, platform, instance id, node id).
+pub type Stored = (String, String, Option<String>, String);
+
+impl Redis {
+    /// Every presence entry of these users, read straight from Redis (`HGETALL im:{A:U}`), dead
+    /// nodes' entries included (which `/v1/online` hides).
+    pub async fn entries(&self, users: &[String]) -> Result<Vec<Stored>, String> {
+        let talk = async {
+            let mut s = TcpStream::connect(self.addr())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            let mut r = BufReader::new(&mut s);
+            for user in users {
+                let key = format!("im:{{{APP}:{user}}}");
+                let cmd = format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len());
+                r.get_mut()
+                    .write_all(cmd.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let n = resp_len(&mut r, b'*').await?;
+                let mut flat = Vec::with_capacity(n);
+                for _ in 0..n {
+                    flat.push(resp_bulk(&mut r).await?);
+                }
+                for pair in flat.chunks(2) {
+                    let [field, value] = pair else { continue };
+                    if !field.starts_with("e:") {
+                        continue;
+                    }
+                    // sid|node|order|expire_at|platform|ip|iid ('' none)
+                    let p: Vec<&str> = value.splitn(7, '|').collect();
+                    if p.len() != 7 {
+                        return Err(format!("entry value {value:?}"));
+                    }
+                    out.push((
+                        user.clone(),
+                        p[4].to_owned(),
+                        Some(p[6].to_owned()).filter(|i| !i.is_empty()),
+                        p[1].to_owned(),
+                    ));
+                }
+            }
+            Ok(out)
+        };
+        tokio::time::timeout(Duration::from_secs(5), talk)
+            .await
+            .map_err(|_| "Redis did not answer".to_owned())?
+    }
+}
+
+async fn resp_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, String> {
+    let mut line = String::new();
+    r.read_line(&mut line).await.map_err(|e| e.to_string())?;
+    Ok(line.trim_end().to_owned())
+}
+
+async fn resp_len<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    kind: u8,
+) -> Result<usize, String> {
+    let line = resp_line(r).await?;
+    match line.as_bytes().first() {
+        Some(k) if *k == kind => line[1..]
+            .parse::<i64>()
+            .map(|n| n.max(0) as usize)
+            .map_err(|_| format!("bad RESP line {line:?}")),
+        _ => Err(format!("unexpected RESP reply {line:?}")),
+    }
+}
+
+async fn resp_bulk<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, String> {
+    let n = resp_len(r, b'$').await?;
+    let mut buf = vec![0u8; n + 2];
+    r.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    String::from_utf8(buf).map_err(|e| e.to_string())
+}
+
 async fn ping(port: u16) -> bool {
     let Ok(Ok(mut s)) = tokio::time::timeout(
         Duration::from_millis(500),
@@ -427,9 +506,7 @@ pub fn node_config(redis: SocketAddr, node_id: &str) -> String {
 pub async fn admin_get(base: &str, path: &str, within: Duration) -> Result<(u16, Value), String> {
     let host = base.trim_start_matches("http://").to_owned();
     let fut = async move {
-        let mut s = TcpStream::connect(&host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect(&host).await.map_err(|e| e.to_string())?;
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
         );

@@ -67,7 +67,7 @@ pub struct Opts {
     #[arg(long, default_value_t = 20)]
     pub users: usize,
     /// At most this long for presence to converge after the chaos.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 60)]
     pub converge_secs: u64,
     /// Keep the run's directory (configs, node and Redis logs) even when it passes.
     #[arg(long)]
@@ -116,9 +116,12 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     let mut redis = Redis::start(&opts.redis_server, &dir).await?;
     let mut nodes = Vec::new();
     for i in 0..opts.nodes {
-        let proxy = proxy::FaultProxy::start(redis.addr(), schedule::sub_seed(seed, schedule::proxy_stream(i)))
-            .await
-            .map_err(|e| format!("proxy {i}: {e}"))?;
+        let proxy = proxy::FaultProxy::start(
+            redis.addr(),
+            schedule::sub_seed(seed, schedule::proxy_stream(i)),
+        )
+        .await
+        .map_err(|e| format!("proxy {i}: {e}"))?;
         nodes.push(Node::start(i, &imgate, &dir, proxy).await?);
     }
     let nodes = Arc::new(nodes);
@@ -153,6 +156,7 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         next_socket: Default::default(),
         holding: Default::default(),
         connect_failures: Default::default(),
+        stored_at_end: Default::default(),
     });
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let clients: Vec<_> = (0..opts.clients)
@@ -228,7 +232,10 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     let mut violations = Vec::new();
     for n in nodes.iter() {
         if n.endpoint().is_some() && !n.alive() {
-            violations.push(format!("node {} exited by itself (see its .err log)", n.index));
+            violations.push(format!(
+                "node {} exited by itself (see its .err log)",
+                n.index
+            ));
         }
         if let Err(e) = n.ensure_up().await {
             harness_errors.push(e);
@@ -239,15 +246,24 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let calm_at = Instant::now();
-    let (presence_violations, converged_after) =
-        converge(&nodes, &ctx, Duration::from_secs(opts.converge_secs), opts.users).await;
+    let (presence_violations, converged_after) = converge(
+        &nodes,
+        &redis,
+        &ctx,
+        Duration::from_secs(opts.converge_secs),
+    )
+    .await;
     violations.extend(presence_violations);
     for n in nodes.iter() {
         if !n.alive() {
-            violations.push(format!("node {} exited by itself (see its .err log)", n.index));
+            violations.push(format!(
+                "node {} exited by itself (see its .err log)",
+                n.index
+            ));
         }
     }
     let final_sessions = ctx.views.lock().map(|v| v.len()).unwrap_or(0);
+    let stored_at_end = ctx.stored_at_end.load(Ordering::Relaxed);
 
     let _ = done_tx.send(true);
     let mut logs: Vec<SocketLog> = Vec::new();
@@ -257,8 +273,7 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
             _ => harness_errors.push("a client did not finish".into()),
         }
     }
-    let killed_at: Vec<Vec<Option<u64>>> =
-        nodes.iter().map(|n| n.history().killed_at).collect();
+    let killed_at: Vec<Vec<Option<u64>>> = nodes.iter().map(|n| n.history().killed_at).collect();
     let (log_violations, st) = check::check_logs(&logs, &killed_at);
     let stops: Vec<_> = nodes.iter().map(|n| n.history().stops).collect();
     let (frozen, kicked_on_waking) = check::frozen(&logs, &stops);
@@ -273,7 +288,10 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
 
     let mut s = String::new();
     use std::fmt::Write;
-    let _ = writeln!(s, "== imgate cluster chaos run: seed {seed}, schedule {fingerprint}");
+    let _ = writeln!(
+        s,
+        "== imgate cluster chaos run: seed {seed}, schedule {fingerprint}"
+    );
     let _ = writeln!(
         s,
         "setup:      {} nodes (lease {} ms, heartbeat {} ms, reconcile {} s, redis timeout {} ms), {} clients, {} users, policy triple + web/mac cap 2",
@@ -337,12 +355,16 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         s,
         "kicks:      {} kicked_offline ({}), {} closes 4501",
         st.kicks.values().sum::<u64>(),
-        if kicks.is_empty() { "none".into() } else { kicks.join(", ") },
+        if kicks.is_empty() {
+            "none".into()
+        } else {
+            kicks.join(", ")
+        },
         st.closes_4501
     );
     let _ = writeln!(
         s,
-        "sockets:    {} opened, {} logouts, {} closed by the client, {} dropped by the client, {} died with a killed node, {} connect failures; {final_sessions} logged in at the end",
+        "sockets:    {} opened, {} logouts, {} closed by the client, {} dropped by the client, {} died with a killed node, {} connect failures; {final_sessions} logged in at the end ({stored_at_end} entries in Redis)",
         st.sockets,
         st.logouts,
         st.client_closes,
@@ -436,10 +458,11 @@ fn strip_ansi(s: &str) -> String {
 /// apart, or `within` ends; returns the violations of the last look and when it converged.
 async fn converge(
     nodes: &[Node],
+    redis: &Redis,
     ctx: &Ctx,
     within: Duration,
-    users: usize,
 ) -> (Vec<String>, Option<Duration>) {
+    let users = ctx.users.len();
     let began = Instant::now();
     let deadline = began + within;
     let mut first_clean: Option<Instant> = None;
@@ -453,7 +476,12 @@ async fn converge(
             .lock()
             .map(|v| v.values().cloned().collect())
             .unwrap_or_default();
-        let v = check::check_presence(&answers, &views);
+        let mut v = check::check_presence(&answers, &views);
+        let stored = redis.entries(&ctx.users).await;
+        if let Ok(s) = &stored {
+            ctx.stored_at_end.store(s.len(), Ordering::Relaxed);
+        }
+        v.extend(check::check_stored(&stored, &views, cluster::node_id));
         let now = Instant::now();
         if v.is_empty() {
             match first_clean {

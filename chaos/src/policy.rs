@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 /// The platforms the clients use.
-pub const PLATFORMS: [&str; 7] = ["android", "iphone", "ipad", "windows", "mac", "linux", "web"];
+pub const PLATFORMS: [&str; 7] = [
+    "android", "iphone", "ipad", "windows", "mac", "linux", "web",
+];
 
 /// The exclusive group of a platform under `triple`.
 pub fn group(platform: &str) -> u8 {
@@ -77,7 +79,10 @@ mod tests {
     fn the_policy() {
         assert!(violations(&[i("web", None), i("web", Some("a")), i("iphone", None)]).is_empty());
         assert!(violations(&[i("mac", None), i("mac", None)]).is_empty());
-        assert_eq!(violations(&[i("android", None), i("iphone", None)]).len(), 1);
+        assert_eq!(
+            violations(&[i("android", None), i("iphone", None)]).len(),
+            1
+        );
         assert_eq!(violations(&vec![i("web", None); 3]).len(), 1);
         assert_eq!(violations(&vec![i("linux", None); 2]).len(), 1);
         assert_eq!(

@@ -334,7 +334,10 @@ mod tests {
         s.write_all(b"held").await.unwrap();
         let mut buf = [0u8; 4];
         let early = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await;
-        assert!(early.is_err(), "nothing may come through a stall: {early:?}");
+        assert!(
+            early.is_err(),
+            "nothing may come through a stall: {early:?}"
+        );
         p.calm();
         tokio::time::timeout(WAIT, s.read_exact(&mut buf))
             .await
