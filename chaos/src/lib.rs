@@ -466,6 +466,7 @@ async fn converge(
     let began = Instant::now();
     let deadline = began + within;
     let mut first_clean: Option<Instant> = None;
+    let mut first_look = true;
     loop {
         let mut answers = Vec::new();
         for n in nodes {
@@ -483,6 +484,15 @@ async fn converge(
         }
         v.extend(check::check_stored(&stored, &views, cluster::node_id));
         let now = Instant::now();
+        if first_look && !v.is_empty() {
+            // What the calm phase began with: how far from converged the chaos left the cluster.
+            println!(
+                "chaos: first look after the chaos: {} difference(s), e.g. {}",
+                v.len(),
+                v[0].chars().take(300).collect::<String>()
+            );
+        }
+        first_look = false;
         if v.is_empty() {
             match first_clean {
                 Some(t) if now - t >= Duration::from_secs(cluster::RECONCILE_SECS + 1) => {
