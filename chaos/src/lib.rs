@@ -72,6 +72,9 @@ pub struct Opts {
     /// Keep the run's directory (configs, node and Redis logs) even when it passes.
     #[arg(long)]
     pub keep: bool,
+    /// Print the seed's schedule (every event, with its time) and exit without running.
+    #[arg(long)]
+    pub print_schedule: bool,
 }
 
 /// What a run saw.
@@ -108,10 +111,22 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
         "chaos: seed {seed}, schedule {fingerprint}: {c_stop} stops, {c_kill} kills, {c_stall} stalls, {c_drop} drops, {c_delay} delay windows over {} s",
         opts.secs
     );
-    let dir = std::env::temp_dir().join(format!("imgate-chaos-{}-{seed}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if opts.print_schedule {
+        let mut s = String::new();
+        for (at, a) in &schedule.events {
+            s.push_str(&format!("{:>8.3} s  {a:?}\n", at.as_secs_f64()));
+        }
+        return Ok(Outcome {
+            seed,
+            fingerprint,
+            violations: Vec::new(),
+            summary: s,
+        });
+    }
     let imgate = std::fs::canonicalize(&opts.imgate)
         .map_err(|e| format!("{}: {e}", opts.imgate.display()))?;
+    let dir = std::env::temp_dir().join(format!("imgate-chaos-{}-{seed}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
 
     let mut redis = Redis::start(&opts.redis_server, &dir).await?;
     let mut nodes = Vec::new();
@@ -379,16 +394,21 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     if violations.len() > 40 {
         let _ = writeln!(s, "  ... and {} more", violations.len() - 40);
     }
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
-        "replay:     {} --imgate {} --secs {} --seed {seed} --nodes {} --clients {} --users {}   (or: scripts/chaos.sh {} {seed})",
+        "replay:     {} --imgate {} --secs {} --seed {seed} --nodes {} --clients {} --users {}{}",
         std::env::args().next().unwrap_or_else(|| "imgate-chaos".into()),
         opts.imgate.display(),
         opts.secs,
         opts.nodes,
         opts.clients,
         opts.users,
-        opts.secs
+        match (opts.nodes, opts.clients, opts.users) {
+            (3, 60, 20) => format!("   (or: scripts/chaos.sh {} {seed})", opts.secs),
+            (3, 24, 8) => format!("   (or: CHAOS_SMOKE=1 scripts/chaos.sh {} {seed})", opts.secs),
+            _ => String::new(),
+        }
     );
     let _ = calm_at;
     if violations.is_empty() && !opts.keep {
