@@ -696,6 +696,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                 let sid = fresh_sid(&mut rng);
                 let call = ScriptLogin {
                     restore: false,
+                    recheck: false,
                     node: "n1",
                     app: APP,
                     user: &user,
@@ -780,6 +781,7 @@ async fn lua_login_script_matches_the_rust_policy() {
             *stats.entry(kind).or_default() += 1;
             let call = ScriptLogin {
                 restore,
+                recheck: false,
                 node: entry.node,
                 app: APP,
                 user: &user,
@@ -2021,6 +2023,7 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
     let policy = Policy::preset("dual").unwrap();
     let call = |sid: u64, platform: Platform, replaces: Option<u64>| ScriptLogin {
         restore: false,
+        recheck: false,
         node: "n1",
         app: APP,
         user: "sup",
@@ -2094,6 +2097,7 @@ async fn a_restore_does_not_count_its_own_moved_entry() {
         };
         let call = |restore: bool, node: &'static str, sid: u64, order: u64| ScriptLogin {
             restore,
+            recheck: false,
             node,
             app: APP,
             user: &user,
@@ -2156,4 +2160,58 @@ async fn a_restore_does_not_count_its_own_moved_entry() {
             .unwrap();
         assert!(tombs.is_empty(), "web cap {app_cap}: tombstones {tombs:?}");
     }
+}
+
+/// Found while building the chaos run (scripts/chaos.sh holds a frozen node's sweep lock in half its
+/// stops): a node frozen past its lease and woken before anyone swept it gets its entries back to
+/// life with its renewed lease, next to the logins other nodes admitted meanwhile without counting
+/// them. Its reconcile used to find them all "present" and do nothing, so the user kept an android
+/// and an iphone session together (one exclusive group) until their next login. Now a node that
+/// finds its lease lapsed has each of its sessions decided again: the older one loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waking_unswept_has_its_sessions_decided_again() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "wake-a", "");
+    let b = node(&redis, "wake-b", "");
+    let mut old = b.logged_in("waker", "android", None).await;
+    // Nobody sweeps b meanwhile, as while a survivor whose sweep failed holds the lock (30 s).
+    let mut con = redis.manager().await;
+    let _: () = ::redis::cmd("SET")
+        .arg("im:sweep:wake-b")
+        .arg("test")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &b.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed");
+    };
+    signal("-STOP");
+    poll(
+        "the frozen node's session to leave presence (its lease lapsed)",
+        WAIT,
+        || async { online_one(&a, "waker").await.is_empty().then_some(()) },
+    )
+    .await;
+    // Same exclusive group: the frozen android session is not counted, nobody is kicked now.
+    let mut newer = a.logged_in("waker", "iphone", None).await;
+    signal("-CONT");
+    let (reason, by, code) = expect_kicked(&mut old).await;
+    assert_eq!(
+        (reason.as_str(), by.as_deref(), code),
+        ("multi_device", Some("iphone"), 4501),
+        "the older android session loses to the iphone admitted while its node was frozen"
+    );
+    assert_alive(&mut newer, "the newer iphone session").await;
+    poll(
+        "presence to hold the iphone session alone",
+        WAIT,
+        || async { (online_one(&a, "waker").await == [("iphone".to_owned(), None)]).then_some(()) },
+    )
+    .await;
 }
