@@ -346,7 +346,7 @@ pub async fn run(opts: &Opts) -> Result<Outcome, String> {
     );
     let _ = writeln!(
         s,
-        "nodes:      {} leases found lapsed on waking, {} dead nodes swept, {} reconciles triggered; {frozen} sockets frozen with their node, {kicked_on_waking} of them kicked on waking (outranked meanwhile)",
+        "nodes:      {} lease lapses noticed (every session decided again), {} dead nodes swept, {} reconciles triggered; {frozen} sockets frozen with their node, {kicked_on_waking} of them kicked on waking (outranked meanwhile)",
         node_log.lapsed, node_log.swept, node_log.reconciles
     );
     let ok = st.login_codes.get(&0).copied().unwrap_or(0);
