@@ -30,11 +30,11 @@ if [ "${CHAOS_SMOKE:-0}" = 1 ]; then
         echo "==> the debug binaries in $TARGET/debug (CHAOS_NO_BUILD=1)"
     else
         echo "==> cargo build -p imgate -p imgate-chaos (debug, smoke run)"
-        cargo build --quiet -p imgate --bin imgate -p imgate-chaos
+        cargo build --quiet -p imgate -p imgate-chaos --bin imgate --bin imgate-chaos
     fi
 else
     echo "==> cargo build --release -p imgate -p imgate-chaos"
-    cargo build --release --quiet -p imgate --bin imgate -p imgate-chaos
+    cargo build --release --quiet -p imgate -p imgate-chaos --bin imgate --bin imgate-chaos
     PROFILE=release
     EXTRA=()
 fi
