@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): ./scripts/test.sh
 # Installs what the tests need, then runs the format check, clippy and the whole test suite: the Rust
-# tests (unit, integration, interop, cluster), a short cluster chaos run, and the JavaScript SDK's and
-# the browser console's tests.
+# tests (unit, integration, interop, cluster), a short cluster chaos run, the JavaScript SDK's and the
+# browser console's tests, a 15-s soak (scripts/soak.sh) and a few seconds of every fuzz target.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -49,6 +49,14 @@ js_passed=$(awk '/^js: [0-9]+ passed/ { print $2 }' "$jslog" | tail -1)
 js_failed=$(awk '/^js: [0-9]+ passed/ { print $4 }' "$jslog" | tail -1)
 passed=$((passed + ${js_passed:-0}))
 failed=$((failed + ${js_failed:-0}))
+
+# ---- the soak, briefly: scripts/soak.sh against the debug binary (the 10-minute run: BENCHMARKS.md)
+step "scripts/soak.sh 15 (500 sockets of churn for 15 s, every outcome checked)"
+t=$SECONDS
+N=500 RATE=100 IDLE=1 SAMPLE=1 SETTLE=3 SHORT_MIN=3 SHORT_MAX=6 EXPIRY_SLACK_MS=1000 LABEL=smoke \
+    BIN="$ROOT/target/debug/imgate" ./scripts/soak.sh 15 | grep -E '^(==>|round|RSS|heap|after everyone|PASS|FAIL)|UNEXPECTED'
+passed=$((passed + 1))
+echo "soak smoke: $((SECONDS - t)) s"
 
 # ---- fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh; skipped without nightly) -------
 step "FUZZ_SMOKE=1 scripts/fuzz.sh 5 (every fuzz target for a few seconds)"

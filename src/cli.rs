@@ -29,7 +29,7 @@ pub enum Command {
     #[command(subcommand)]
     Sig(SigCommand),
     /// Generate load: open, log in and hold sessions (or time kicks); see BENCHMARKS.md
-    Load(imgate_load::LoadArgs),
+    Load(Box<imgate_load::LoadArgs>),
 }
 
 #[derive(Debug, Args)]

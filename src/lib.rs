@@ -15,7 +15,8 @@
 //! - [`expiry`]: the one-second timer wheel for UserSig expiry, and its driver task.
 //! - [`throttle`]: the failed-verification throttle (70050).
 //! - [`metrics`], [`webhook`]: Prometheus metrics and State.StateChange callbacks.
-//! - [`gateway`]: the state all sockets share (the store chosen once, at start-up).
+//! - [`gateway`]: the state all sockets share (the store chosen once, at start-up); [`heap`]: gives
+//!   the memory of a mass disconnect back to the OS (glibc's `malloc_trim`, the `imgate-trim` crate).
 //! - [`session`]: one socket's session state machine (contract §7).
 //! - [`origin`]: `allowed_origins` patterns.
 //! - [`edge`]: before the WebSocket: PROXY header, TLS, the upgrade, Origin, client address,
@@ -41,6 +42,7 @@ pub mod conns;
 pub mod edge;
 pub mod expiry;
 pub mod gateway;
+pub mod heap;
 pub mod metrics;
 pub mod origin;
 pub mod outbox;

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        Command::Load(args) => match imgate_load::main(args) {
+        Command::Load(args) => match imgate_load::main(*args) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {

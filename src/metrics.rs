@@ -80,6 +80,8 @@ pub struct Metrics {
     pub webhook: Family<WebhookLabel, Counter>,
     /// Sockets not logged in (before or after the upgrade, or logged out again).
     pub pending: Gauge,
+    /// Bytes waiting in all the gateway's outbound queues together (set when rendered).
+    pub outbound_bytes: Gauge,
     /// Refusals of the per-socket rate limits (`frames`: closed 1008; `requests`: answered 7008).
     pub rate_limited: Family<LimitLabel, Counter>,
     /// Config reloads by result (`applied`, `error`).
@@ -114,11 +116,17 @@ impl Metrics {
         let webhook = Family::<WebhookLabel, Counter>::default();
         let reloads = Family::<ReloadLabel, Counter>::default();
         let pending = Gauge::default();
+        let outbound_bytes = Gauge::default();
         let rate_limited = Family::<LimitLabel, Counter>::default();
         registry.register(
             "pending_sockets",
             "Sockets not logged in (before or after the upgrade, or logged out again)",
             pending.clone(),
+        );
+        registry.register(
+            "outbound_bytes",
+            "Bytes waiting in the gateway's outbound queues, all sockets together (kernel buffers not counted)",
+            outbound_bytes.clone(),
         );
         registry.register(
             "rate_limited",
@@ -201,6 +209,7 @@ impl Metrics {
             webhook,
             reloads,
             pending,
+            outbound_bytes,
             rate_limited,
             redis_up,
             live_nodes,

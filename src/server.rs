@@ -173,6 +173,7 @@ impl Server {
         let max_conns = gw.config().max_connections.min(Semaphore::MAX_PERMITS) as u32;
         let permits = Arc::new(Semaphore::new(max_conns as usize));
         let wheel_task = tokio::spawn(expiry::run(Arc::clone(&gw.wheel)));
+        let heap_task = tokio::spawn(crate::heap::run(Arc::clone(&gw)));
         let store_tasks = Arc::clone(&gw.presence).spawn();
         let (stop_accept, accept_rx) = watch::channel(false);
         let accept_task = tokio::spawn(accept_loop(
@@ -225,6 +226,7 @@ impl Server {
             deliverers.abort_all();
         }
         wheel_task.abort();
+        heap_task.abort();
         gw.presence
             .leave(deadline.saturating_duration_since(Instant::now()))
             .await;

@@ -393,6 +393,43 @@ async fn admin_error_answers_are_json() {
     let (st, v) = http(&gw.admin_url, "GET", "/nowhere", None, None).await;
     assert_eq!(st, 404);
     assert!(v["error"].is_string(), "{v}");
+    // hyper's own answers to heads it cannot parse: 400 malformed, 431 far too large
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(300 * 1024)
+    );
+    for (req, status) in [
+        ("GARBAGE\r\n\r\n".to_owned(), 400),
+        (
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_owned(),
+            400,
+        ),
+        (big, 431),
+    ] {
+        let mut s = TcpStream::connect(&host).await.unwrap();
+        let _ = s.write_all(req.as_bytes()).await;
+        let (_, got) = closed_within(s).await;
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+        assert!(v["error"].is_string(), "{v}");
+    }
+    // and a keep-alive connection's normal answers are untouched (a 400 of the router included)
+    let mut s = TcpStream::connect(&host).await.unwrap();
+    let two = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /v1/online?sdk_app_id=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(two.as_bytes()).await.unwrap();
+    let (_, got) = closed_within(s).await;
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("HTTP/1.1 400 "), "{text}");
+    assert!(
+        text.contains("sdk_app_id must be an unsigned integer"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -844,6 +844,11 @@ async fn metrics_count_the_contract_series() {
         Some(0.0),
         "{text}"
     );
+    assert_eq!(
+        series(&text, "imgate_outbound_bytes", &[]),
+        Some(0.0),
+        "{text}"
+    );
 
     let mut a = gw.logged_in("alice", "android", None).await;
     let i = gw.logged_in("alice", "iphone", None).await;

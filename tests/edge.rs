@@ -790,6 +790,52 @@ async fn reloads_racing_logins_drop_no_socket() {
         .contains("imgate_reloads_total{result=\"applied\"} 300"));
 }
 
+/// 10,000 reloads in a row, alternating between two policies with a webhook each time: every one
+/// applies, the sockets opened before live on, the last policy is the one in force, and the
+/// gateway's memory does not grow with the number of reloads (a snapshot kept per reload would).
+#[tokio::test]
+async fn ten_thousand_reloads_in_a_row() {
+    let a = config(
+        "",
+        "policy = \"multi\"\n[app.webhook]\nurl = \"http://127.0.0.1:9/a\"\n",
+    );
+    let b = config(
+        "",
+        "policy = \"single\"\n[app.webhook]\nurl = \"http://127.0.0.1:9/b\"\n",
+    );
+    let r = reloadable(&a);
+    let mut before = r.gw.logged_in("keep", "web", None).await;
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", r.gw.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut rss_at_1000 = 0;
+    for i in 1..=10_000u32 {
+        let (st, v) = r.reload_with(if i % 2 == 0 { &a } else { &b }).await;
+        assert_eq!(st, 200, "reload {i}: {v}");
+        if i == 1_000 {
+            rss_at_1000 = rss();
+        }
+    }
+    let grown_kib = rss().saturating_sub(rss_at_1000);
+    assert!(
+        grown_kib < 8 * 1024,
+        "RSS grew {grown_kib} KiB over 9,000 reloads"
+    );
+    let v = before.request(json!({"type":"get_login_status"})).await;
+    assert_eq!(v["data"]["status"], 1, "a socket from before lives");
+    // the last reload (10,000: even) applied `a`, the multi policy: web and android together
+    let _android = r.gw.logged_in("keep", "android", None).await;
+    let v = before.request(json!({"type":"get_login_status"})).await;
+    assert_eq!(v["data"]["status"], 1, "multi: the web session stays");
+    let m = http(&r.gw.admin_url, "GET", "/metrics", None, None).await.1;
+    assert!(m
+        .as_str()
+        .unwrap()
+        .contains("imgate_reloads_total{result=\"applied\"} 10000"));
+}
+
 #[tokio::test]
 async fn the_development_gateway_has_no_file_to_reload() {
     let (gw, printed) = Gateway::start_dev();

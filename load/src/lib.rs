@@ -41,6 +41,7 @@ fn now_secs() -> u64 {
 }
 
 mod measure;
+mod soak;
 use measure::*;
 pub use measure::{machine_busy_ms, proc_sample, ProcSample};
 
@@ -59,6 +60,10 @@ pub enum Mode {
     /// For `--kick-users` users: log in an old socket, log the same user in on a new socket, and time
     /// until the old socket reads `kicked_offline`.
     Kick,
+    /// Fill `--sessions` sockets over `--users` users, churn them for `--secs` (logins, takeovers,
+    /// short tickets, closes, drops, logouts, sends, admin kicks), then leave; every outcome is
+    /// checked against the contract (needs `--admin-url` and `--admin-token`).
+    Soak,
 }
 
 /// `imgate load`.
@@ -122,6 +127,37 @@ pub struct LoadArgs {
     /// wss:// URLs: trust the server certificate(s) in this PEM file
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Soak mode: seconds of churn after the fill
+    #[arg(long, default_value_t = 600)]
+    pub secs: u64,
+    /// Soak mode: churn operations per second, in all
+    #[arg(long, default_value_t = 300)]
+    pub rate: u64,
+    /// Soak mode: tasks running churn operations at once
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
+    /// Soak mode: seed of the choices (users, operations, platforms, instance ids)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Soak mode: the admin listener (`http://HOST:PORT`), for kicks, pushes and the final checks
+    #[arg(long)]
+    pub admin_url: Option<String>,
+    /// Soak mode: the admin token
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Soak mode: shortest lifetime of a short ticket, in seconds
+    #[arg(long, default_value_t = 20)]
+    pub short_min: u64,
+    /// Soak mode: longest lifetime of a short ticket, in seconds
+    #[arg(long, default_value_t = 60)]
+    pub short_max: u64,
+    /// Soak mode: how late past the contract's 1.5 s a `user_sig_expired` may be read (the
+    /// client's own scheduling on a loaded machine), in milliseconds
+    #[arg(long, default_value_t = 500)]
+    pub expiry_slack_ms: u64,
+    /// Soak mode: a progress line on stderr this often (0: none)
+    #[arg(long, default_value_t = 10)]
+    pub progress_secs: u64,
 }
 
 /// Why a load run could not start.
@@ -293,6 +329,16 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
             "--mode kick needs the gateway: the baseline has no logins to kick".into(),
         ));
     }
+    if args.baseline && args.mode == Mode::Soak {
+        return Err(LoadError::Args(
+            "--mode soak needs the gateway: the baseline has no sessions".into(),
+        ));
+    }
+    if args.mode == Mode::Soak && (args.admin_url.is_none() || args.admin_token.is_none()) {
+        return Err(LoadError::Args(
+            "--mode soak needs --admin-url and --admin-token (kicks, pushes, final checks)".into(),
+        ));
+    }
     if args.kick_url.is_some() && args.mode != Mode::Kick {
         return Err(LoadError::Args(
             "--kick-url applies to --mode kick only".into(),
@@ -307,6 +353,7 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
     let sockets = match args.mode {
         Mode::Login => args.sessions,
         Mode::Kick => 2 * args.concurrency.min(args.kick_users),
+        Mode::Soak => args.sessions + args.workers,
     };
     if sockets as u64 + 32 > nofile {
         eprintln!(
@@ -336,6 +383,7 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
         let target = make_target(resolve(&args.url).await?);
         let report = match args.mode {
             Mode::Login => run_login(&args, target).await,
+            Mode::Soak => soak::run_soak(&args, target).await,
             Mode::Kick => {
                 let newcomer = match &args.kick_url {
                     Some(u) => make_target(resolve(u).await?),

@@ -6,6 +6,13 @@
 //!
 //! Both timeouts live in [`Timed`], a wrapper of the connection's I/O that knows, from the service
 //! wrapper beside it, whether the connection is idle, reading a head, or busy with a request.
+//!
+//! [`Timed`] also makes hyper's own answers JSON like every other admin error: when hyper cannot
+//! parse a head (400 malformed, 414 URI too long, 431 a head past hyper's read buffer of 64 KiB plus
+//! one read) it writes that status with
+//! an empty body and closes; [`Timed`] writes, in its place, the same status with an
+//! `{"error": ...}` body. Such an answer is told apart by its bytes: every error the router makes
+//! has a JSON body (`json_errors`), so a 400/414/431 head with `content-length: 0` is hyper's.
 
 use crate::gateway::Gateway;
 use axum::Router;
@@ -47,6 +54,47 @@ struct Timed {
     sleep: Pin<Box<Sleep>>,
     head: Duration,
     idle: Duration,
+    /// hyper's parse-error answer being replaced: our JSON answer and how much of it is written.
+    answer: Option<(Vec<u8>, usize)>,
+}
+
+/// Whether hyper is writing its own answer to a head it could not parse: a 400, 414 or 431 head
+/// without a body (the router's error answers always have one).
+fn is_parse_error_answer(b: &[u8]) -> bool {
+    let status_ok = [&b"HTTP/1.1 400 "[..], b"HTTP/1.1 414 ", b"HTTP/1.1 431 "]
+        .iter()
+        .any(|p| b.starts_with(p));
+    status_ok
+        && b.windows(19)
+            .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0"))
+        && !b
+            .windows(14)
+            .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-type"))
+}
+
+/// The JSON answer that replaces hyper's own answer to an unparsable head (`written` starts with
+/// hyper's status line, e.g. `HTTP/1.1 431 Request Header Fields Too Large`).
+fn json_parse_error(written: &[u8]) -> Vec<u8> {
+    let status = written
+        .get(9..12)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(400);
+    let (status, reason, why) = match status {
+        414 => (414, "URI Too Long", "request URI too long"),
+        431 => (
+            431,
+            "Request Header Fields Too Large",
+            "request head too large",
+        ),
+        _ => (400, "Bad Request", "malformed HTTP request"),
+    };
+    let body = serde_json::json!({ "error": why }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl AsyncRead for Timed {
@@ -82,7 +130,21 @@ impl AsyncWrite for Timed {
         cx: &mut Context<'_>,
         b: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, b)
+        if self.answer.is_none() && is_parse_error_answer(b) {
+            self.answer = Some((json_parse_error(b), 0));
+        }
+        let this = &mut *self;
+        let Some((answer, at)) = this.answer.as_mut() else {
+            return Pin::new(&mut this.io).poll_write(cx, b);
+        };
+        while *at < answer.len() {
+            match Pin::new(&mut this.io).poll_write(cx, &answer[*at..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *at += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(b.len())) // hyper's own bytes are dropped
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
@@ -132,6 +194,7 @@ pub async fn serve(
             sleep: Box::pin(tokio::time::sleep(idle)),
             head,
             idle,
+            answer: None,
         };
         let router = router.clone();
         let service =

@@ -250,6 +250,9 @@ async fn reload(State(gw): State<Arc<Gateway>>) -> ApiResult {
 }
 
 async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    gw.metrics
+        .outbound_bytes
+        .set(gw.conns.outbound_bytes() as i64);
     (
         [(
             header::CONTENT_TYPE,

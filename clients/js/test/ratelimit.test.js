@@ -1,8 +1,8 @@
 // Contract §16 as the SDK sees it: a request answered 7008 (max_requests_per_sec) just rejects, the
 // session stays; a close 1008 (max_frames_per_sec) is an `error` event, then a link loss with the
-// backoff. The real limits run when the gateway knows the keys (a gateway without §16 refuses a
-// config naming them: then those two tests are skipped); the 7008 answer is also forged by the proxy
-// so the SDK's side is tested either way (1008 is forged in reconnect.test.js).
+// backoff. The real limits run against a gateway started with small §16 limits; the 7008 answer is
+// also forged by the proxy so the SDK's side is tested on its own (1008 is forged in
+// reconnect.test.js).
 import assert from "node:assert/strict";
 import { after, afterEach, before, describe, test } from "node:test";
 import { ErrorCode, LoginStatus } from "../src/index.js";
@@ -12,19 +12,15 @@ import { startProxy } from "./helpers/proxy.js";
 import { record, rejection, uniqueUser, waitFor } from "./helpers/util.js";
 
 let gw;
-let limited = null; // a gateway with small §16 limits, when this binary has them
+let limited; // a gateway with small §16 limits
 const make = clientFactory();
 const closers = [];
 
 before(async () => {
   gw = await startGateway();
   closers.push(() => gw.close());
-  try {
-    limited = await startGateway({ settings: { max_requests_per_sec: 5, max_frames_per_sec: 10 } });
-    closers.push(() => limited.close());
-  } catch {
-    limited = null;
-  }
+  limited = await startGateway({ settings: { max_requests_per_sec: 5, max_frames_per_sec: 10 } });
+  closers.push(() => limited.close());
 });
 after(async () => {
   make.destroyAll();
@@ -57,8 +53,7 @@ describe("rate limits", () => {
     assert.equal(rec.of("error").length, 0);
   });
 
-  test("the real max_requests_per_sec: the calls over the budget reject with 7008, the rest go through", async (t) => {
-    if (!limited) return t.skip("this gateway has no max_requests_per_sec (contract §16) yet");
+  test("the real max_requests_per_sec: the calls over the budget reject with 7008, the rest go through", async () => {
     const client = make({ url: limited.url, sdkAppId: limited.sdkAppId });
     const alice = uniqueUser("alice");
     await client.login(alice, limited.sig(alice));
@@ -72,8 +67,7 @@ describe("rate limits", () => {
     assert.equal(client.getNetState(), "connected");
   });
 
-  test("the real max_frames_per_sec: close 1008, an error event, then a re-login after the backoff", async (t) => {
-    if (!limited) return t.skip("this gateway has no max_frames_per_sec (contract §16) yet");
+  test("the real max_frames_per_sec: close 1008, an error event, then a re-login after the backoff", async () => {
     const proxy = await startProxy(limited.wsPort);
     closers.push(() => proxy.close());
     const client = make({ url: proxy.url, sdkAppId: limited.sdkAppId, minReconnectDelayMs: 200, maxReconnectDelayMs: 400 });
