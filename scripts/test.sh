@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README): ./scripts/test.sh
 # Installs what the tests need, then runs the format check, clippy and the whole test suite: the Rust
-# tests (unit, integration, interop, cluster), the JavaScript SDK's and the browser console's tests,
-# a 15-s soak (scripts/soak.sh) and a few seconds of every fuzz target.
+# tests (unit, integration, interop, cluster), a short cluster chaos run, the JavaScript SDK's and the
+# browser console's tests, a 15-s soak (scripts/soak.sh) and a few seconds of every fuzz target.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +33,11 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) p += $i } END { print p + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) f += $i } END { print f + 0 }' "$log")
+
+# ---- cluster chaos: a short seeded run (scripts/chaos.sh; the debug binaries cargo test built) ----
+step "CHAOS_SMOKE=1 scripts/chaos.sh 20 1 (3 nodes, Redis behind fault proxies, node stops and kills)"
+CHAOS_SMOKE=1 CHAOS_NO_BUILD=1 ./scripts/chaos.sh 20 1
+passed=$((passed + 1))
 
 # ---- JavaScript SDK and the browser console ---------------------------------------------------
 step "scripts/test-js.sh (clients/js: Node tests, headless Chromium console test)"

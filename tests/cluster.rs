@@ -696,6 +696,7 @@ async fn lua_login_script_matches_the_rust_policy() {
                 let sid = fresh_sid(&mut rng);
                 let call = ScriptLogin {
                     restore: false,
+                    recheck: false,
                     node: "n1",
                     app: APP,
                     user: &user,
@@ -780,6 +781,7 @@ async fn lua_login_script_matches_the_rust_policy() {
             *stats.entry(kind).or_default() += 1;
             let call = ScriptLogin {
                 restore,
+                recheck: false,
                 node: entry.node,
                 app: APP,
                 user: &user,
@@ -2021,6 +2023,7 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
     let policy = Policy::preset("dual").unwrap();
     let call = |sid: u64, platform: Platform, replaces: Option<u64>| ScriptLogin {
         restore: false,
+        recheck: false,
         node: "n1",
         app: APP,
         user: "sup",
@@ -2067,4 +2070,148 @@ async fn an_in_place_login_of_an_evicted_session_changes_nothing() {
         ["e:iphone:~2"],
         "only the evicting session remains"
     );
+}
+
+/// Found by the chaos run's reasoning about frozen nodes (scripts/chaos.sh): a node frozen past its
+/// lease whose entry was moved aside (to `e:<platform>:~<sid>`) by a same-instance login elsewhere,
+/// and which wakes before any survivor swept it. Its renewed lease makes the moved entry live again,
+/// so the restore of that same session must not count it as a second session: the session comes
+/// back once, is not evicted by its own copy, and nothing else is kicked.
+#[tokio::test]
+async fn a_restore_does_not_count_its_own_moved_entry() {
+    let redis = RedisServer::start();
+    let mut con = redis.manager().await;
+    let now = now_secs();
+    let hour = imgate::clock::now_ms() + 3_600_000;
+    zadd(&mut con, hour, "d").await;
+    zadd(&mut con, hour, "n1").await;
+    for (policy, app_cap) in [("dual", 1), ("dual-web2", 2)] {
+        let user = format!("moved-{policy}");
+        let policy = match policy {
+            "dual" => Policy::preset("dual").unwrap(),
+            _ => {
+                let mut p = Policy::preset("dual").unwrap();
+                p.set_max_instances(Platform::Web, app_cap);
+                p
+            }
+        };
+        let call = |restore: bool, node: &'static str, sid: u64, order: u64| ScriptLogin {
+            restore,
+            recheck: false,
+            node,
+            app: APP,
+            user: &user,
+            sid,
+            platform: Platform::Web,
+            iid: Some("tab-1"),
+            expire_at: now + 86_400,
+            tls_time: now,
+            order,
+            ip: "127.0.0.1",
+            replaces: None,
+            switch: None,
+            lease_ms: 60_000,
+            deadline_ms: 0,
+        };
+        let first = run_login_script(&mut con, &policy, &call(false, "d", 1, 0))
+            .await
+            .unwrap();
+        let ScriptOutcome::Admitted { order, .. } = first else {
+            panic!("{first:?}")
+        };
+        // The node freezes: its lease lapses (the login script keeps the leases of the nodes it
+        // runs for, so lapse it after each login of that node).
+        zadd(&mut con, imgate::clock::now_ms() - 1, "d").await;
+        // The same tab logs in on another node (the frozen entry moves aside for the sweeper),
+        // then leaves again before the frozen node wakes.
+        let newer = run_login_script(&mut con, &policy, &call(false, "n1", 2, 0))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&newer, ScriptOutcome::Admitted { evicted, .. } if evicted.is_empty()),
+            "{newer:?}"
+        );
+        let hash = format!("im:{{{APP}:{user}}}");
+        let _: i64 = ::redis::cmd("HDEL")
+            .arg(&hash)
+            .arg("e:web:tab-1")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        // The frozen node wakes (lease renewed, nothing swept) and restores its session.
+        zadd(&mut con, hour, "d").await;
+        let restored = run_login_script(&mut con, &policy, &call(true, "d", 1, order))
+            .await
+            .unwrap();
+        assert!(
+            matches!(&restored, ScriptOutcome::Admitted { evicted, .. } if evicted.is_empty()),
+            "web cap {app_cap}: the restored session lost or evicted something: {restored:?}"
+        );
+        let entries = redis_entries(&mut con, &user).await;
+        assert_eq!(
+            entries.len(),
+            1,
+            "web cap {app_cap}: the session must be in presence once: {entries:?}"
+        );
+        let tombs: Vec<String> = ::redis::cmd("HKEYS")
+            .arg(format!("{hash}:k"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert!(tombs.is_empty(), "web cap {app_cap}: tombstones {tombs:?}");
+    }
+}
+
+/// Found while building the chaos run (scripts/chaos.sh holds a frozen node's sweep lock in half its
+/// stops): a node frozen past its lease and woken before anyone swept it gets its entries back to
+/// life with its renewed lease, next to the logins other nodes admitted meanwhile without counting
+/// them. Its reconcile used to find them all "present" and do nothing, so the user kept an android
+/// and an iphone session together (one exclusive group) until their next login. Now a node that
+/// finds its lease lapsed has each of its sessions decided again: the older one loses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_waking_unswept_has_its_sessions_decided_again() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "wake-a", "");
+    let b = node(&redis, "wake-b", "");
+    let mut old = b.logged_in("waker", "android", None).await;
+    // Nobody sweeps b meanwhile, as while a survivor whose sweep failed holds the lock (30 s).
+    let mut con = redis.manager().await;
+    let _: () = ::redis::cmd("SET")
+        .arg("im:sweep:wake-b")
+        .arg("test")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &b.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {sig} failed");
+    };
+    signal("-STOP");
+    poll(
+        "the frozen node's session to leave presence (its lease lapsed)",
+        WAIT,
+        || async { online_one(&a, "waker").await.is_empty().then_some(()) },
+    )
+    .await;
+    // Same exclusive group: the frozen android session is not counted, nobody is kicked now.
+    let mut newer = a.logged_in("waker", "iphone", None).await;
+    signal("-CONT");
+    let (reason, by, code) = expect_kicked(&mut old).await;
+    assert_eq!(
+        (reason.as_str(), by.as_deref(), code),
+        ("multi_device", Some("iphone"), 4501),
+        "the older android session loses to the iphone admitted while its node was frozen"
+    );
+    assert_alive(&mut newer, "the newer iphone session").await;
+    poll(
+        "presence to hold the iphone session alone",
+        WAIT,
+        || async { (online_one(&a, "waker").await == [("iphone".to_owned(), None)]).then_some(()) },
+    )
+    .await;
 }

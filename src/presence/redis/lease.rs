@@ -36,6 +36,9 @@ impl RedisPresence {
         // time to renew its lease, or it would be swept for dead (with false LinkClose webhooks).
         let mut up_since = tokio::time::Instant::now();
         let settle = Duration::from_millis(self.cfg.lease_ms);
+        // The last renewal of this node's lease: a gap of lease_ms means it lapsed, even when a
+        // login script (which also extends the lease of the node running it) renewed it first.
+        let mut renewed = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let beat = match self
@@ -56,6 +59,11 @@ impl RedisPresence {
             if !was_up {
                 up_since = tokio::time::Instant::now();
             }
+            let lapsed = beat.lapsed || renewed.elapsed() >= settle;
+            renewed = tokio::time::Instant::now();
+            if lapsed {
+                self.lease_lapsed.store(true, Ordering::SeqCst);
+            }
             self.clock_offset_ms.store(
                 beat.redis_now_ms as i64 - crate::clock::now_ms() as i64,
                 Ordering::Relaxed,
@@ -68,9 +76,9 @@ impl RedisPresence {
                 *g = Some(beat.generation.clone());
                 changed
             };
-            if beat.lapsed || changed || !was_up {
+            if lapsed || changed || !was_up {
                 tracing::info!(
-                    lapsed = beat.lapsed,
+                    lapsed,
                     data_lost = changed,
                     "presence may be stale: reconciling"
                 );

@@ -68,6 +68,9 @@ pub struct RedisPresence {
     replies: DashMap<u64, mpsc::Sender<u32>>,
     next_req: AtomicU64,
     reconcile_now: Arc<Notify>,
+    /// This node's lease lapsed (or it could not renew it for `lease_ms`): the next reconcile
+    /// decides every local session again.
+    lease_lapsed: AtomicBool,
     generation: Mutex<Option<String>>,
     /// Writes to Redis that nobody waits for (unregisters, DAU), awaited at shutdown.
     background: TaskTracker,
@@ -148,6 +151,7 @@ impl RedisPresence {
             replies: DashMap::new(),
             next_req: AtomicU64::new(1),
             reconcile_now: Arc::new(Notify::new()),
+            lease_lapsed: AtomicBool::new(false),
             generation: Mutex::new(Some(beat.generation)),
             background: TaskTracker::new(),
             sweep_running: AtomicBool::new(false),
@@ -215,6 +219,7 @@ impl RedisPresence {
         };
         let call = ScriptLogin {
             restore: false,
+            recheck: false,
             node: &self.node,
             app: req.app,
             user: req.user,

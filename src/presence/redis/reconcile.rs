@@ -5,11 +5,14 @@
 //! (and closed if it loses, which the canonical policy decides). The reverse pass removes Redis
 //! entries that name this node without a socket here (an unregister lost while Redis was down).
 //! Runs every `reconcile_secs`, and at once after the pub/sub connection dropped, after this node's
-//! lease lapsed, when Redis lost its data, and when an unregister failed.
+//! lease lapsed, when Redis lost its data, and when an unregister failed. After a lapse every local
+//! session is decided again, present ones included (a recheck): the node may have woken before any
+//! survivor swept it, its entries live again beside logins admitted while they did not count.
 
 use super::scripts::{ScriptLogin, ScriptOutcome};
 use super::{keys, ClusterError, RedisPresence};
 use crate::presence::registry::Instance;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +29,13 @@ impl RedisPresence {
                 _ = self.reconcile_now.notified() => true,
             };
             let reverse = triggered || last_reverse.elapsed() >= REVERSE_EVERY;
-            match self.reconcile_pass(reverse).await {
+            let recheck = self.lease_lapsed.swap(false, Ordering::SeqCst);
+            let pass = self.reconcile_pass(reverse, recheck).await;
+            if pass.is_err() && recheck {
+                // Not done: the next pass decides them again.
+                self.lease_lapsed.store(true, Ordering::SeqCst);
+            }
+            match pass {
                 Ok(()) if reverse => last_reverse = tokio::time::Instant::now(),
                 Ok(()) => {}
                 Err(e) => tracing::debug!("reconcile interrupted: {e}"),
@@ -36,10 +45,13 @@ impl RedisPresence {
 
     /// One full pass, the reverse pass included.
     pub async fn reconcile(&self) -> Result<(), ClusterError> {
-        self.reconcile_pass(true).await
+        self.reconcile_pass(true, false).await
     }
 
-    async fn reconcile_pass(&self, reverse: bool) -> Result<(), ClusterError> {
+    /// With `recheck` (this node's lease lapsed since the last pass), a session still present is
+    /// decided again too: entries that came back to life with the renewed lease may break the policy
+    /// beside the logins other nodes admitted meanwhile without counting them.
+    async fn reconcile_pass(&self, reverse: bool, recheck: bool) -> Result<(), ClusterError> {
         let sessions = self.local.snapshot();
         let items: Vec<(String, String, u64)> = sessions
             .iter()
@@ -53,7 +65,7 @@ impl RedisPresence {
             .collect();
         let states = self.redis.check(&items).await?;
         for ((app, user, i), state) in sessions.iter().zip(states) {
-            self.reconcile_one(*app, user, i, &state).await?;
+            self.reconcile_one(*app, user, i, &state, recheck).await?;
         }
         if reverse {
             self.reverse_reconcile().await?;
@@ -68,8 +80,9 @@ impl RedisPresence {
         user: &str,
         i: &Instance,
         state: &str,
+        recheck: bool,
     ) -> Result<(), ClusterError> {
-        if state == "present" {
+        if state == "present" && !recheck {
             return Ok(());
         }
         if let Some(t) = state.strip_prefix("tomb:") {
@@ -83,6 +96,7 @@ impl RedisPresence {
         let ip = i.conn.ip().to_string();
         let call = ScriptLogin {
             restore: true,
+            recheck,
             node: &self.node,
             app,
             user,

@@ -119,6 +119,9 @@ pub struct SwitchFrom<'a> {
 #[derive(Debug, Clone)]
 pub struct ScriptLogin<'a> {
     pub restore: bool,
+    /// With `restore`: decide the session again even when its entry is present (after this node's
+    /// lease lapsed, its entries came back to life beside logins admitted without counting them).
+    pub recheck: bool,
     pub node: &'a str,
     pub app: u64,
     pub user: &'a str,
@@ -174,7 +177,12 @@ pub async fn run_login_script(
         let old = keys::user_hash(s.app, s.user);
         inv.key(&old).key(keys::tombstones(&old));
     }
-    inv.arg(if l.restore { "restore" } else { "login" })
+    let mode = match (l.restore, l.recheck) {
+        (false, _) => "login",
+        (true, false) => "restore",
+        (true, true) => "recheck",
+    };
+    inv.arg(mode)
         .arg(l.node)
         .arg(l.sid.to_string())
         .arg(l.platform.as_str())

@@ -2,7 +2,7 @@
 -- (policy::canonical in Rust).
 -- KEYS: 1 user hash im:{A:U}, 2 tombstones im:{A:U}:k, 3 revocation im:{A:U}:nb, 4 im:nodes,
 --       5 this node's user set im:node:<id>:u
--- ARGV: 1 mode (login|restore), 2 node, 3 sid, 4 platform, 5 iid ('' none), 6 expire_at,
+-- ARGV: 1 mode (login|restore|recheck: a restore that decides a present entry again), 2 node, 3 sid, 4 platform, 5 iid ('' none), 6 expire_at,
 --       7 TLS.time, 8 restore order, 9 tombstone ttl (s), 10 user key 'A:U', 11 client ip,
 --       12 replaces sid ('' none), 13 lease_ms, 14 deadline (ms, Redis clock; 0 none),
 --       caps_from.. 'platform=cap' for each platform of the group (login.lua: 15)
@@ -44,7 +44,7 @@ local function admit(KEYS, ARGV, caps_from)
   else
     order = tonumber(ARGV[8])
     local cur = redis.call('HGET', KEYS[1], field)
-    if cur and parse(cur) and parse(cur).sid == sid then
+    if mode == 'restore' and cur and parse(cur) and parse(cur).sid == sid then
       return { 0, fmt(order) }
     end
   end
@@ -67,6 +67,12 @@ local function admit(KEYS, ARGV, caps_from)
   for _, e in ipairs(live) do
     if e.sid == ARGV[12] then
       redis.call('HDEL', KEYS[1], e.field) -- this socket's previous session, updated in place
+    elseif e.sid == sid then
+      -- The restored session's own entry: in its field (a recheck), or moved aside (to its ~sid
+      -- field) while its node's lease was lapsed and live again now that the node is back. The
+      -- restore takes its place. Counting it would make the session its own rival (a self-kick, or
+      -- two entries for one socket).
+      redis.call('HDEL', KEYS[1], e.field)
     elseif cap[e.plat] then
       table.insert(cands, e)
     end
