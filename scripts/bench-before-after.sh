@@ -127,7 +127,9 @@ def get(r, path):
         r = r.get(k) if isinstance(r, dict) else None
     return r
 def med(name, path):
-    v = [get(load(name, i), path) for i in range(1, runs + 1)]
+    # a run that did not establish every session (a server that failed) does not count
+    v = [get(load(name, i), path) for i in range(1, runs + 1)
+         if get(load(name, i), "established") == int(n)]
     v = [x for x in v if isinstance(x, (int, float))]
     return statistics.median(v) if v else None
 def f(x, unit=""):
