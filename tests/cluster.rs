@@ -2215,3 +2215,70 @@ async fn a_node_waking_unswept_has_its_sessions_decided_again() {
     )
     .await;
 }
+
+/// A sweep that fails after taking a dead node's sweep lock gives the lock back, so the next
+/// heartbeat sweeps again instead of leaving the dead node's entries (and their `LinkClose`
+/// webhooks) for the lock's 30 s. (The chaos run saw the 30 s: BENCHMARKS.md "Cluster chaos run".)
+/// Here the dead node's user set is made unreadable (a string where a set belongs) while its lease
+/// lapses, so every sweep fails after the lock; once it is readable again, the entry must be gone
+/// within a few heartbeats, far less than 30 s.
+#[tokio::test]
+async fn a_failed_sweep_gives_its_lock_back() {
+    let redis = RedisServer::start();
+    let mut con = redis.manager().await;
+    let dead = node(&redis, "sweep-dead", "");
+    let _survivor = node(&redis, "sweep-live", "");
+    let _c = dead.logged_in("swept", "web", None).await;
+    let user_set = "im:node:sweep-dead:u";
+    let members: Vec<String> = ::redis::cmd("SMEMBERS")
+        .arg(user_set)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    sigkill(&dead);
+    let _: () = ::redis::cmd("SET")
+        .arg(user_set)
+        .arg("unreadable")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // The lease lapses, then the survivor's sweeps fail for a few heartbeats.
+    let lapsed_at = tokio::time::Instant::now() + Duration::from_millis(LEASE_MS);
+    tokio::time::sleep_until(lapsed_at + Duration::from_millis(4 * HEARTBEAT_MS)).await;
+    let hash = format!("im:{{{APP}:swept}}");
+    let held: Vec<String> = ::redis::cmd("HKEYS")
+        .arg(&hash)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(!held.is_empty(), "nothing can be swept while the set is unreadable");
+    let _: () = ::redis::cmd("DEL")
+        .arg(user_set)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: i64 = ::redis::cmd("SADD")
+        .arg(user_set)
+        .arg(&members[0])
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let exists: i64 = ::redis::cmd("EXISTS")
+            .arg(&hash)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if exists == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dead node's entry is still there 8 s after its user set became readable \
+             (the failed sweep kept its lock)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -133,6 +133,24 @@ impl RedisPresence {
         if self.redis.query::<Option<String>>(lock).await?.is_none() {
             return Ok(());
         }
+        let swept = self.sweep_locked(dead).await;
+        if swept.is_err() {
+            // Give the lock back (if still ours) so that the next heartbeat of any node tries
+            // again, instead of leaving the dead node's entries and webhooks for the lock's 30 s.
+            // If Redis cannot be reached for this either, the lock's expiry does it.
+            let mut unlock = redis::cmd("EVAL");
+            unlock
+                .arg("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+                .arg(1)
+                .arg(keys::sweep_lock(dead))
+                .arg(&self.node);
+            let _ = self.redis.query::<i64>(unlock).await;
+        }
+        swept
+    }
+
+    /// The sweep of a dead node, under its lock.
+    async fn sweep_locked(&self, dead: &str) -> Result<(), super::ClusterError> {
         let members = self.node_members(dead).await?;
         let users: Vec<(u64, &str)> = members
             .iter()
