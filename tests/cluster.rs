@@ -2252,7 +2252,10 @@ async fn a_failed_sweep_gives_its_lock_back() {
         .query_async(&mut con)
         .await
         .unwrap();
-    assert!(!held.is_empty(), "nothing can be swept while the set is unreadable");
+    assert!(
+        !held.is_empty(),
+        "nothing can be swept while the set is unreadable"
+    );
     let _: () = ::redis::cmd("DEL")
         .arg(user_set)
         .query_async(&mut con)
