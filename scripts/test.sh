@@ -9,7 +9,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
+disk() { df -h . | tail -1 | awk -v at="$1" '{ print "disk " at ": " $4 " free" }'; }
 T0=$SECONDS
+disk "at the start"
 
 # ---- test dependencies ------------------------------------------------------------------------
 step "scripts/interop-setup.sh (official TLSSigAPIv2 generators for tests/interop.rs)"
@@ -33,6 +35,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) p += $i } END { print p + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) f += $i } END { print f + 0 }' "$log")
+disk "after cargo test"
 
 # ---- cluster chaos: a short seeded run (scripts/chaos.sh; the debug binaries cargo test built) ----
 step "CHAOS_SMOKE=1 scripts/chaos.sh 20 1 (3 nodes, Redis behind fault proxies, node stops and kills)"
@@ -59,8 +62,15 @@ passed=$((passed + 1))
 echo "soak smoke: $((SECONDS - t)) s"
 
 # ---- fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh; skipped without nightly) -------
+disk "after the soak"
+if [[ "${TEST_FREE_DEBUG:-0}" == 1 ]]; then
+    # CI (.ci/run): nothing after this point runs the debug build; give its disk to the fuzz build.
+    rm -rf "$ROOT/target/debug"
+    disk "after freeing target/debug"
+fi
 step "FUZZ_SMOKE=1 scripts/fuzz.sh 5 (every fuzz target for a few seconds)"
 FUZZ_SMOKE=1 ./scripts/fuzz.sh 5
 
+disk "at the end"
 step "all checks passed in $((SECONDS - T0)) s"
 echo "${passed} passed, ${failed} failed"
