@@ -504,51 +504,10 @@ pub fn node_config(redis: SocketAddr, node_id: &str) -> String {
 
 /// `GET` on an admin listener with the token: (status, JSON body), bounded by `within`.
 pub async fn admin_get(base: &str, path: &str, within: Duration) -> Result<(u16, Value), String> {
-    let host = base.trim_start_matches("http://").to_owned();
-    let fut = async move {
-        let mut s = TcpStream::connect(&host).await.map_err(|e| e.to_string())?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("no HTTP status line")?;
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Ok((
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        ))
-    };
-    tokio::time::timeout(within, fut)
-        .await
-        .map_err(|_| "admin call timed out".to_owned())?
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    let (status, body) =
+        imgate_load::http::request(base, "GET", path, Some(TOKEN), "", within).await?;
+    Ok((
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    ))
 }

@@ -40,6 +40,7 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+pub mod http;
 mod measure;
 mod soak;
 use measure::*;

@@ -270,7 +270,8 @@ pub fn now_secs() -> u64 {
     imgate::clock::now_secs()
 }
 
-/// A minimal HTTP/1.1 client: (status, JSON body or `Value::String` of a non-JSON body).
+/// One HTTP/1.1 request ([`imgate_load::http::request`]): (status, JSON body or `Value::String`
+/// of a non-JSON body).
 pub async fn http(
     base: &str,
     method: &str,
@@ -278,53 +279,12 @@ pub async fn http(
     token: Option<&str>,
     body: Option<String>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = base.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).await.unwrap();
     let body = body.unwrap_or_default();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+    let (status, body) = imgate_load::http::request(base, method, path, token, &body, WAIT)
         .await
-        .expect("HTTP answer in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status: u16 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("HTTP status line");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+        .unwrap_or_else(|e| panic!("HTTP {method} {path}: {e}"));
     let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, v)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -1,8 +1,7 @@
-//! The admin listener's HTTP client (`/v1/kick`, `/v1/push`, `/v1/online`, `/metrics`): one
-//! HTTP/1.1 request a connection, and the end-of-run checks that the gateway is empty.
+//! The admin listener's client (`/v1/kick`, `/v1/push`, `/v1/online`, `/metrics`) over
+//! [`crate::http`], and the end-of-run checks that the gateway is empty.
 
 use super::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The admin listener: address and token.
 pub(super) struct Admin {
@@ -11,52 +10,23 @@ pub(super) struct Admin {
 }
 
 impl Admin {
-    /// One HTTP/1.1 request (`Connection: close`); the status and the body.
+    /// One HTTP/1.1 request ([`crate::http::request`]); the status and the body.
     pub(super) async fn call(
         &self,
         method: &str,
         path: &str,
         body: &str,
     ) -> Result<(u16, String), Fail> {
-        let io = async {
-            let mut s = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("admin connect: {:?}", e.kind()))?;
-            let req = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                self.addr,
-                self.token,
-                body.len()
-            );
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| format!("admin write: {:?}", e.kind()))?;
-            let mut out = Vec::new();
-            s.read_to_end(&mut out)
-                .await
-                .map_err(|e| format!("admin read: {:?}", e.kind()))?;
-            Ok::<_, Fail>(out)
-        };
-        let out = timeout(EVENT_WAIT, io)
-            .await
-            .map_err(|_| Fail::from("admin: no answer within 10 s"))??;
-        let text = String::from_utf8_lossy(&out);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Fail::from("admin: no status line"))?;
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
-        Ok((status, body))
+        crate::http::request(
+            &self.addr.to_string(),
+            method,
+            path,
+            Some(&self.token),
+            body,
+            EVENT_WAIT,
+        )
+        .await
+        .map_err(|e| format!("admin: {e}"))
     }
 
     pub(super) async fn json(
@@ -71,20 +41,6 @@ impl Admin {
         }
         serde_json::from_str(&body).map_err(|_| format!("admin {path}: not JSON"))
     }
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
-    }
-    out
 }
 
 /// The value of the gauges the soak checks in a `/metrics` text: connections, sessions (all
@@ -167,9 +123,5 @@ mod tests {
         assert_eq!(g["sessions"], 3);
         assert_eq!(g["pending_sockets"], 0);
         assert_eq!(g["outbound_bytes"], 0);
-        assert_eq!(
-            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
-            "hello world"
-        );
     }
 }
