@@ -41,10 +41,15 @@ fn now_secs() -> u64 {
 }
 
 pub mod http;
+mod kick;
+mod login;
 mod measure;
 mod soak;
+use kick::run_kick;
+use login::{run_login, user_name};
 use measure::*;
 pub use measure::{machine_busy_ms, proc_sample, ProcSample};
+pub use soak::SoakArgs;
 
 /// Source addresses the client sockets are spread over (loopback targets only).
 const SOURCES: u8 = 8;
@@ -128,37 +133,9 @@ pub struct LoadArgs {
     /// wss:// URLs: trust the server certificate(s) in this PEM file
     #[arg(long)]
     pub tls_ca: Option<std::path::PathBuf>,
-    /// Soak mode: seconds of churn after the fill
-    #[arg(long, default_value_t = 600)]
-    pub secs: u64,
-    /// Soak mode: churn operations per second, in all
-    #[arg(long, default_value_t = 300)]
-    pub rate: u64,
-    /// Soak mode: tasks running churn operations at once
-    #[arg(long, default_value_t = 32)]
-    pub workers: usize,
-    /// Soak mode: seed of the choices (users, operations, platforms, instance ids)
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Soak mode: the admin listener (`http://HOST:PORT`), for kicks, pushes and the final checks
-    #[arg(long)]
-    pub admin_url: Option<String>,
-    /// Soak mode: the admin token
-    #[arg(long)]
-    pub admin_token: Option<String>,
-    /// Soak mode: shortest lifetime of a short ticket, in seconds
-    #[arg(long, default_value_t = 20)]
-    pub short_min: u64,
-    /// Soak mode: longest lifetime of a short ticket, in seconds
-    #[arg(long, default_value_t = 60)]
-    pub short_max: u64,
-    /// Soak mode: how late past the contract's 1.5 s a `user_sig_expired` may be read (the
-    /// client's own scheduling on a loaded machine), in milliseconds
-    #[arg(long, default_value_t = 500)]
-    pub expiry_slack_ms: u64,
-    /// Soak mode: a progress line on stderr this often (0: none)
-    #[arg(long, default_value_t = 10)]
-    pub progress_secs: u64,
+    /// Soak mode only
+    #[command(flatten)]
+    pub soak: SoakArgs,
 }
 
 /// Why a load run could not start.
@@ -335,7 +312,8 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
             "--mode soak needs the gateway: the baseline has no sessions".into(),
         ));
     }
-    if args.mode == Mode::Soak && (args.admin_url.is_none() || args.admin_token.is_none()) {
+    if args.mode == Mode::Soak && (args.soak.admin_url.is_none() || args.soak.admin_token.is_none())
+    {
         return Err(LoadError::Args(
             "--mode soak needs --admin-url and --admin-token (kicks, pushes, final checks)".into(),
         ));
@@ -354,7 +332,7 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
     let sockets = match args.mode {
         Mode::Login => args.sessions,
         Mode::Kick => 2 * args.concurrency.min(args.kick_users),
-        Mode::Soak => args.sessions + args.workers,
+        Mode::Soak => args.sessions + args.soak.workers,
     };
     if sockets as u64 + 32 > nofile {
         eprintln!(
@@ -407,332 +385,6 @@ struct Report {
     ok: bool,
     json: serde_json::Value,
     text: String,
-}
-
-fn user_name(args: &LoadArgs, prefix: &str, i: usize) -> String {
-    let n = if args.users == 0 { i } else { i % args.users };
-    format!("{}{prefix}{n}", args.user_prefix)
-}
-
-async fn run_login(args: &LoadArgs, target: Arc<Target>) -> Report {
-    let n = args.sessions;
-    let key = SigKey::new(&args.key);
-    let now = now_secs();
-    // Minted up front so that the connect phase measures the server, not the generator's zlib.
-    let frames: Arc<Vec<String>> = Arc::new(
-        (0..n)
-            .map(|i| login_frame(args, &key, &user_name(args, "", i), now))
-            .collect(),
-    );
-    let errors = Arc::new(Errors::default());
-    let setup = Arc::new(Samples::default());
-    let login = Arc::new(Samples::default());
-    let held = Arc::new(AtomicUsize::new(0));
-    let dropped = Arc::new(Errors::default());
-    let next = Arc::new(AtomicUsize::new(0));
-    let (release_tx, release_rx) = watch::channel(false);
-
-    let before = args.server_pid.and_then(proc_sample);
-    let mark = CpuMark::now();
-    let start = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency.min(n.max(1)) {
-        let (target, frames, errors, setup, login, held, dropped, next, release) = (
-            Arc::clone(&target),
-            Arc::clone(&frames),
-            Arc::clone(&errors),
-            Arc::clone(&setup),
-            Arc::clone(&login),
-            Arc::clone(&held),
-            Arc::clone(&dropped),
-            Arc::clone(&next),
-            release_rx.clone(),
-        );
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= frames.len() {
-                    break;
-                }
-                let t0 = Instant::now();
-                let attempt = async {
-                    let mut ws = target.open(i).await?;
-                    let t1 = Instant::now();
-                    target.login(&mut ws, &frames[i]).await?;
-                    Ok::<_, Fail>((ws, t1.elapsed()))
-                };
-                match timeout(target.deadline, attempt).await {
-                    Err(_) => errors.add("timeout"),
-                    Ok(Err(kind)) => errors.add(kind),
-                    Ok(Ok((ws, login_time))) => {
-                        setup.add(t0.elapsed());
-                        login.add(login_time);
-                        held.fetch_add(1, Ordering::Relaxed);
-                        tokio::spawn(hold(
-                            ws,
-                            Arc::clone(&held),
-                            Arc::clone(&dropped),
-                            release.clone(),
-                        ));
-                    }
-                }
-            }
-            Instant::now()
-        });
-    }
-    let mut end = start;
-    while let Some(r) = workers.join_next().await {
-        if let Ok(t) = r {
-            end = end.max(t);
-        }
-    }
-    let connect_secs = end.duration_since(start).as_secs_f64();
-    let connected = args.server_pid.and_then(proc_sample);
-    let mark_end = CpuMark::now();
-    let established = setup.summary().count;
-    if args.hold > 0 {
-        tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    }
-    let at_hold_end = args.server_pid.and_then(proc_sample);
-    let held_now = held.load(Ordering::Relaxed);
-    let _ = release_tx.send(true);
-
-    let setup_p = setup.summary();
-    let login_p = login.summary();
-    let errors = errors.snapshot();
-    let dropped = dropped.snapshot();
-    let rate = if connect_secs > 0.0 {
-        established as f64 / connect_secs
-    } else {
-        0.0
-    };
-    let server = server_json(before, connected, at_hold_end, established, held_now);
-    let cpu = cpu_json(mark, mark_end, before, connected, established);
-    let json = json!({
-        "mode": "login",
-        "target": if args.baseline { "baseline" } else { "gateway" },
-        "url": args.url,
-        "sessions": n,
-        "concurrency": args.concurrency,
-        "established": established,
-        "held": held_now,
-        "connect_secs": round3(connect_secs),
-        "logins_per_sec": rate.round(),
-        "setup_us": setup_p.json(),
-        "login_us": login_p.json(),
-        "errors": errors,
-        "dropped_during_hold": dropped,
-        "server": server,
-        "cpu": cpu,
-    });
-    let mut text = format!(
-        "target {} ({}), {} sessions at concurrency {}\n\
-         established {established}, held {held_now} after {} s\n\
-         {rate:.0} logins/s ({established} in {connect_secs:.2} s)\n\
-         connect+upgrade+login: {}\n\
-         login round trip:      {}\n",
-        if args.baseline { "baseline" } else { "gateway" },
-        args.url,
-        n,
-        args.concurrency,
-        args.hold,
-        setup_p.text(),
-        login_p.text(),
-    );
-    push_errors(&mut text, "errors", &errors);
-    push_errors(&mut text, "dropped during hold", &dropped);
-    if let Some(s) = json.get("server").filter(|s| !s.is_null()) {
-        text.push_str(&format!("server: {s}\n"));
-    }
-    text.push_str(&format!("cpu over the connect phase: {cpu}\n"));
-    Report {
-        ok: errors.is_empty() && held_now == n,
-        json,
-        text,
-    }
-}
-
-/// Holds an established session: reads (so pings are answered and closes seen) until released.
-async fn hold(
-    mut ws: Ws,
-    held: Arc<AtomicUsize>,
-    dropped: Arc<Errors>,
-    mut release: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = release.wait_for(|r| *r) => return,
-            m = ws.next() => match m {
-                Some(Ok(Message::Close(f))) => {
-                    dropped.add(format!("closed {}", f.map_or(0, |f| u16::from(f.code))));
-                    break;
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    dropped.add(format!("read: {}", short(&e.to_string())));
-                    break;
-                }
-                None => {
-                    dropped.add("eof");
-                    break;
-                }
-            },
-        }
-    }
-    held.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Kick mode: old sockets on `target`, newcomers on `newcomer` (the same target unless `--kick-url`).
-async fn run_kick(args: &LoadArgs, target: Arc<Target>, newcomer: Arc<Target>) -> Report {
-    let m = args.kick_users;
-    let key = SigKey::new(&args.key);
-    let now = now_secs();
-    let frames: Arc<Vec<(String, String)>> = Arc::new(
-        (0..m)
-            .map(|i| {
-                let user = user_name(args, "k", i);
-                (
-                    login_frame(args, &key, &user, now),
-                    login_frame(args, &key, &user, now),
-                )
-            })
-            .collect(),
-    );
-    let errors = Arc::new(Errors::default());
-    let kick = Arc::new(Samples::default());
-    let relogin = Arc::new(Samples::default());
-    let next = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency.min(m.max(1)) {
-        let (target, newcomer, frames, errors, kick, relogin, next) = (
-            Arc::clone(&target),
-            Arc::clone(&newcomer),
-            Arc::clone(&frames),
-            Arc::clone(&errors),
-            Arc::clone(&kick),
-            Arc::clone(&relogin),
-            Arc::clone(&next),
-        );
-        workers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= frames.len() {
-                    break;
-                }
-                let (first, second) = &frames[i];
-                match timeout(
-                    target.deadline,
-                    kick_one(&target, &newcomer, i, first, second),
-                )
-                .await
-                {
-                    Err(_) => errors.add("timeout"),
-                    Ok(Err(kind)) => errors.add(kind),
-                    Ok(Ok((k, r))) => {
-                        kick.add(k);
-                        relogin.add(r);
-                    }
-                }
-            }
-        });
-    }
-    while workers.join_next().await.is_some() {}
-    let secs = start.elapsed().as_secs_f64();
-    let kick_p = kick.summary();
-    let relogin_p = relogin.summary();
-    let errors = errors.snapshot();
-    let json = json!({
-        "mode": "kick",
-        "url": args.url,
-        "kick_url": newcomer.url,
-        "users": m,
-        "concurrency": args.concurrency,
-        "platform": args.platform,
-        "kicked": kick_p.count,
-        "secs": round3(secs),
-        "kick_us": kick_p.json(),
-        "relogin_us": relogin_p.json(),
-        "errors": errors,
-    });
-    let mut text = format!(
-        "kick: {m} users on {} at concurrency {}, {} kicked in {secs:.2} s\n\
-         old sockets on {}, newcomers on {}\n\
-         new login → old socket reads kicked_offline: {}\n\
-         new login → its own response:                {}\n",
-        args.platform,
-        args.concurrency,
-        kick_p.count,
-        target.url,
-        newcomer.url,
-        kick_p.text(),
-        relogin_p.text(),
-    );
-    push_errors(&mut text, "errors", &errors);
-    Report {
-        ok: errors.is_empty() && kick_p.count == m,
-        json,
-        text,
-    }
-}
-
-/// One takeover: the old socket logs in on `target`, a new socket of the same user and platform logs
-/// in on `newcomer`; returns (new login sent → old socket read `kicked_offline`, new login sent → its
-/// response).
-async fn kick_one(
-    target: &Target,
-    newcomer: &Target,
-    i: usize,
-    first: &str,
-    second: &str,
-) -> Result<(Duration, Duration), Fail> {
-    let mut old = target.open(2 * i).await?;
-    target.login(&mut old, first).await?;
-    let mut new = newcomer.open(2 * i + 1).await?;
-    let t0 = Instant::now();
-    let kicked = async {
-        loop {
-            match old.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerMsg::KickedOffline { .. }) =
-                        decode_server(Encoding::Json, t.as_bytes(), MAX_FRAME)
-                    {
-                        return Ok(t0.elapsed());
-                    }
-                }
-                Some(Ok(Message::Close(f))) => {
-                    return Err(format!(
-                        "old closed {} before kicked_offline",
-                        f.map_or(0, |f| u16::from(f.code))
-                    ))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(format!("old read: {}", short(&e.to_string()))),
-                None => return Err("old eof before kicked_offline".into()),
-            }
-        }
-    };
-    let answered = async {
-        newcomer.login(&mut new, second).await?;
-        Ok::<_, Fail>(t0.elapsed())
-    };
-    let (k, r) = tokio::join!(kicked, answered);
-    let (k, r) = (k?, r?);
-    // The kick then closes the old socket with 4501.
-    loop {
-        match old.next().await {
-            Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == 4501 => break,
-            Some(Ok(Message::Close(f))) => {
-                return Err(format!(
-                    "old closed {} instead of 4501",
-                    f.map_or(0, |f| u16::from(f.code))
-                ))
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return Err("old closed without a close frame".into()),
-        }
-    }
-    Ok((k, r))
 }
 
 #[cfg(test)]

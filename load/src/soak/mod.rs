@@ -34,6 +34,43 @@ mod run;
 
 pub(crate) use run::run_soak;
 
+/// The options of `imgate load --mode soak` (flattened into [`LoadArgs`]: the flags keep their
+/// names).
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Seconds of churn after the fill
+    #[arg(long, default_value_t = 600)]
+    pub secs: u64,
+    /// Churn operations per second, in all
+    #[arg(long, default_value_t = 300)]
+    pub rate: u64,
+    /// Tasks running churn operations at once
+    #[arg(long, default_value_t = 32)]
+    pub workers: usize,
+    /// Seed of the choices (users, operations, platforms, instance ids)
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The admin listener (`http://HOST:PORT`), for kicks, pushes and the final checks
+    #[arg(long)]
+    pub admin_url: Option<String>,
+    /// The admin token
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// Shortest lifetime of a short ticket, in seconds
+    #[arg(long, default_value_t = 20)]
+    pub short_min: u64,
+    /// Longest lifetime of a short ticket, in seconds
+    #[arg(long, default_value_t = 60)]
+    pub short_max: u64,
+    /// How late past the contract's 1.5 s a `user_sig_expired` may be read (the
+    /// client's own scheduling on a loaded machine), in milliseconds
+    #[arg(long, default_value_t = 500)]
+    pub expiry_slack_ms: u64,
+    /// A progress line on stderr this often (0: none)
+    #[arg(long, default_value_t = 10)]
+    pub progress_secs: u64,
+}
+
 use super::*;
 use admin::Admin;
 use churn::Rng;

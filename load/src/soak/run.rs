@@ -12,7 +12,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     } else {
         args.users
     };
-    let admin = match (&args.admin_url, &args.admin_token) {
+    let admin = match (&args.soak.admin_url, &args.soak.admin_token) {
         (Some(url), Some(token)) => {
             let authority = url
                 .trim_start_matches("http://")
@@ -45,15 +45,18 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
         shorts: AtomicUsize::new(0),
         max_sockets: sessions,
         max_shorts: (sessions / 20).max(1),
-        short_secs: (args.short_min, args.short_max.max(args.short_min)),
-        slack_ms: args.expiry_slack_ms,
+        short_secs: (
+            args.soak.short_min,
+            args.soak.short_max.max(args.soak.short_min),
+        ),
+        slack_ms: args.soak.expiry_slack_ms,
         long_expire: args.expire,
         prefix: args.user_prefix.clone(),
         seq: AtomicU64::new(1),
         expiry_after: Samples::default(),
     });
     let t0 = Instant::now();
-    let mut progress = Progress::new(args.progress_secs, t0);
+    let mut progress = Progress::new(args.soak.progress_secs, t0);
 
     // Fill: `sessions` logins into the users' slots, at `--concurrency`, with UserSigs minted
     // before the clock starts (so that logins/s and CPU per login measure the gateway).
@@ -72,7 +75,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     let mut fill = tokio::task::JoinSet::new();
     for w in 0..args.concurrency.min(sessions.max(1)) {
         let (soak, next, sigs) = (Arc::clone(&soak), Arc::clone(&next), Arc::clone(&fill_sigs));
-        let mut rng = Rng::new(args.seed ^ (0xF111 + w as u64));
+        let mut rng = Rng::new(args.soak.seed ^ (0xF111 + w as u64));
         fill.spawn(async move {
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -125,24 +128,24 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     };
     eprintln!(
         "soak: filled {filled} sockets in {fill_secs:.1} s; churning for {} s",
-        args.secs
+        args.soak.secs
     );
 
     // Churn.
     let churn_start = Instant::now();
-    let end = churn_start + Duration::from_secs(args.secs);
+    let end = churn_start + Duration::from_secs(args.soak.secs);
     // Short tickets launched after this could not expire before the churn ends.
-    let last_short = end.checked_sub(Duration::from_secs(args.short_max + 3));
+    let last_short = end.checked_sub(Duration::from_secs(args.soak.short_max + 3));
     let pace = Arc::new(Pace {
         start: churn_start,
-        interval_ns: 1_000_000_000 / args.rate.max(1),
+        interval_ns: 1_000_000_000 / args.soak.rate.max(1),
         next: AtomicU64::new(0),
     });
     let ops = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
-    for w in 0..args.workers.max(1) {
+    for w in 0..args.soak.workers.max(1) {
         let (soak, pace, ops) = (Arc::clone(&soak), Arc::clone(&pace), Arc::clone(&ops));
-        let mut rng = Rng::new(args.seed.wrapping_mul(0x100_0001) ^ w as u64);
+        let mut rng = Rng::new(args.soak.seed.wrapping_mul(0x100_0001) ^ w as u64);
         workers.spawn(async move {
             let mut shorts = tokio::task::JoinSet::new();
             while Instant::now() < end {
@@ -237,7 +240,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
         "url": args.url,
         "sessions": sessions,
         "users": users,
-        "seed": args.seed,
+        "seed": args.soak.seed,
         "filled": filled,
         "fill_secs": round3(fill_secs),
         "fill": fill_json,
@@ -258,7 +261,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     let mut text = format!(
         "soak: {sessions} sockets over {users} users (seed {}), filled {filled} in {fill_secs:.1} s, \
          churned {churn_secs:.0} s ({ops} operations, {:.0}/s), {} sockets opened in all\n",
-        args.seed,
+        args.soak.seed,
         ops as f64 / churn_secs.max(0.001),
         soak.opened.load(Ordering::Relaxed),
     );
