@@ -30,7 +30,8 @@ KEY=bench-key-$RANDOM$RANDOM
 echo "==> cargo build --release (imgate, examples/baseline)"
 cargo build --release --quiet --bin imgate --example baseline
 TARGET=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d /tmp/imgate-before-after.XXXXXX)
+source "$ROOT/scripts/bench-lib.sh"
+bench_work imgate-before-after
 # Copies, so that a rebuild during the run does not change what is measured.
 cp "$BEFORE" "$WORK/before"
 cp "${AFTER:-$TARGET/release/imgate}" "$WORK/after"
@@ -38,55 +39,13 @@ cp "$TARGET/release/examples/baseline" "$WORK/baseline"
 LABEL_BEFORE=${LABEL_BEFORE:-before}
 LABEL_AFTER=${LABEL_AFTER:-after}
 
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+start_redis
 
-REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
-    >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-
-common="listen = \"127.0.0.1:0\"
-admin_listen = \"127.0.0.1:0\"
-max_connections = 25000
-login_timeout_secs = 600
-idle_timeout_secs = 600
-ping_interval_secs = 300
-[[app]]
-sdk_app_id = $APP
-key = \"$KEY\""
+common="$(gateway_toml)
+$(app_toml)"
 printf '%s\n' "$common" >"$WORK/embedded.toml"
 printf '%s\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\nnode_id = "bench"\n' "$common" "$REDIS_PORT" \
     >"$WORK/cluster.toml"
-
-SERVER_PID=
-start_server() {
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    for _ in $(seq 100); do
-        SERVER_URL=$(grep -o 'listening on ws://[^ ]*' "$WORK/$name.out" | head -1 | sed 's/listening on //' || true)
-        [ -n "$SERVER_URL" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$name did not announce its address" >&2
-    exit 1
-}
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
 LOAD=(--sessions "$N" --concurrency "$CONC" --hold "$HOLD" --json)
 for run in $(seq "$RUNS"); do

@@ -49,16 +49,8 @@ WRITE=${WRITE:-1}
 APP=1400000000
 KEY=bench-key-$RANDOM$RANDOM
 
-WORK=$(mktemp -d /tmp/imgate-bench-cluster.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+source "$ROOT/scripts/bench-lib.sh"
+bench_work imgate-bench-cluster
 
 echo "==> cargo build --release (imgate)"
 cargo build --release --quiet --bin imgate
@@ -68,24 +60,9 @@ BIN=$WORK/imgate
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # gw_config FILE [NODE_ID]: a gateway config; with NODE_ID, a [cluster] table on $REDIS_URL.
 gw_config() {
-    cat >"$1" <<EOF
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-max_connections = 20000
-login_timeout_secs = 600
-idle_timeout_secs = 600
-ping_interval_secs = 300
-
-[[app]]
-sdk_app_id = $APP
-key = "$KEY"
-EOF
+    { gateway_toml 20000; echo; app_toml; } >"$1"
     if [ -n "${2:-}" ]; then
         cat >>"$1" <<EOF
 
@@ -103,39 +80,12 @@ EOF
 # start_node NAME [NODE_ID]: starts `imgate serve` and waits for its two announce lines.
 # Sets PID_<NAME>, URL_<NAME> (ws://.../ws) and ADMIN_<NAME> (host:port).
 start_node() {
-    local name=$1 pid url admin
+    local name=$1
     gw_config "$WORK/$name.toml" "${2:-}"
-    "$BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 100); do
-        url=$(grep -o 'listening on ws://[^ ]*' "$WORK/$name.out" | head -1 | sed 's/listening on //' || true)
-        admin=$(grep -o 'admin listening on http://[^ ]*' "$WORK/$name.out" | head -1 | sed 's|.*http://||' || true)
-        if [ -n "$url" ] && [ -n "$admin" ]; then
-            printf -v "PID_$name" '%s' "$pid"
-            printf -v "URL_$name" '%s' "$url"
-            printf -v "ADMIN_$name" '%s' "$admin"
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || { echo "$name exited:" >&2; cat "$WORK/$name.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$name did not announce its addresses" >&2
-    exit 1
-}
-
-# wait_pid PID: waits for a child to exit by itself and forgets it.
-wait_pid() {
-    local p keep=()
-    wait "$1" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    PIDS=("${keep[@]}")
-}
-
-# stop_pid PID: SIGTERM (a gateway drains and gives up its lease), then wait_pid.
-stop_pid() {
-    kill "$1" 2>/dev/null || true
-    wait_pid "$1"
+    start_server "$name" "$BIN" serve --config "$WORK/$name.toml"
+    printf -v "PID_$name" '%s' "$SERVER_PID"
+    printf -v "URL_$name" '%s' "$SERVER_URL"
+    printf -v "ADMIN_$name" '%s' "$SERVER_ADMIN"
 }
 
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
@@ -158,17 +108,7 @@ cat "$WORK/kick-single.json"
 stop_pid "$PID_single"
 
 # ---- 2. Redis, and one cluster node alone ---------------------------------------------------------------
-REDIS_PORT=$(free_port)
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
-    >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-PIDS+=("$REDIS_PID")
-for _ in $(seq 50); do
-    [ "$(rcli ping 2>/dev/null || true)" = PONG ] && break
-    sleep 0.1
-done
-[ "$(rcli ping)" = PONG ] || { cat "$WORK/redis.log" >&2; exit 1; }
+start_redis
 echo "==> redis-server $(redis-server --version | grep -o 'v=[0-9.]*') on port $REDIS_PORT (pid $REDIS_PID)"
 
 if [ "$SOLO" = 1 ]; then

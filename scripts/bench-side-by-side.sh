@@ -31,13 +31,8 @@ WRITE=${WRITE:-1}
 APP=1400000000
 KEY=bench-key-$RANDOM$RANDOM
 
-WORK=$(mktemp -d /tmp/imgate-bench.XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$ROOT/scripts/bench-lib.sh"
+bench_work imgate-bench
 
 echo "==> cargo build --release (imgate, examples/baseline)"
 cargo build --release --quiet --bin imgate --example baseline
@@ -45,42 +40,12 @@ TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/imgate
 BASELINE=$TARGET/release/examples/baseline
 
-# Starts "$@" with stdout to $WORK/$name.out and waits for its `listening on ws://ADDR/ws` line.
-# Sets SERVER_PID and SERVER_URL.
-start_server() {
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        SERVER_URL=$(grep -o 'listening on ws://[^ ]*' "$WORK/$name.out" | head -1 | sed 's/listening on //' || true)
-        [ -n "$SERVER_URL" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$name did not announce its address" >&2
-    exit 1
-}
-
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
-
-cat >"$WORK/gateway.toml" <<EOF
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-max_connections = 25000
-login_timeout_secs = 600
-idle_timeout_secs = 600
-ping_interval_secs = 300
-${READ_BUFFER:+read_buffer_bytes = $READ_BUFFER}
-
-[[app]]
-sdk_app_id = $APP
-key = "$KEY"
-EOF
+{
+    gateway_toml
+    [ -n "$READ_BUFFER" ] && echo "read_buffer_bytes = $READ_BUFFER"
+    echo
+    app_toml
+} >"$WORK/gateway.toml"
 
 LOAD=(--sessions "$N" --concurrency "$CONC" --hold "$HOLD" --json)
 

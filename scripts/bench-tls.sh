@@ -27,53 +27,21 @@ KEY=bench-key-$RANDOM$RANDOM
 echo "==> cargo build --release (imgate, examples/baseline)"
 cargo build --release --quiet --bin imgate --example baseline
 TARGET=${CARGO_TARGET_DIR:-target}
-WORK=$(mktemp -d /tmp/imgate-bench-tls.XXXXXX)
+source "$ROOT/scripts/bench-lib.sh"
+bench_work imgate-bench-tls
 cp "$TARGET/release/imgate" "$WORK/imgate"
 cp "$TARGET/release/examples/baseline" "$WORK/baseline"
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
     -addext "basicConstraints=critical,CA:FALSE" \
     -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1
 
-common="listen = \"127.0.0.1:0\"
-admin_listen = \"127.0.0.1:0\"
-max_connections = 25000
-login_timeout_secs = 600
-idle_timeout_secs = 600
-ping_interval_secs = 300"
-app="[[app]]
-sdk_app_id = $APP
-key = \"$KEY\""
+common=$(gateway_toml)
+app=$(app_toml)
 printf '%s\n%s\n' "$common" "$app" >"$WORK/plain.toml"
 printf '%s\n[tls]\ncert = "%s"\nkey = "%s"\n%s\n' "$common" "$WORK/cert.pem" "$WORK/key.pem" "$app" \
     >"$WORK/tls.toml"
-
-start_server() {
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        SERVER_URL=$(grep -o 'listening on wss\?://[^ ]*' "$WORK/$name.out" | head -1 | sed 's/listening on //' || true)
-        [ -n "$SERVER_URL" ] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/$name.err" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "$name did not announce its address" >&2
-    exit 1
-}
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
 LOAD=(--sessions "$N" --concurrency "$CONC" --hold "$HOLD" --json --tls-ca "$WORK/cert.pem")
 for run in $(seq "$RUNS"); do
