@@ -4,6 +4,7 @@
 #
 #   ./scripts/soak.sh            # 19,000 sockets, 600 s of churn (release build)
 #   ./scripts/soak.sh 60         # the same, 60 s of churn
+#   NODES=2 ./scripts/soak.sh    # the same on a two-node cluster (one Redis)
 #   N=500 RATE=100 SETTLE=5 SHORT_MIN=3 SHORT_MAX=6 BIN=target/debug/imgate ./scripts/soak.sh 15   # the smoke of scripts/test.sh
 #
 # It starts `imgate serve` (a config of its own: max_connections 19,600; max_pending_per_ip off so
@@ -25,6 +26,8 @@
 # SHORT_MIN and SHORT_MAX (20 and 60: lifetimes of the short tickets, s; none start in the last
 # SHORT_MAX + 3 s of the churn), EXPIRY_SLACK_MS (500: how late past the contract's 1.5 s a
 # user_sig_expired may be read, for the client's own scheduling),
+# NODES (1; more: a cluster of NODES gateways on a redis-server of the run's own, the sockets
+# round-robin over the nodes, RSS, CPU and gauges summed over them, Redis's used_memory sampled too),
 # SAMPLE (5 s), IDLE (10 s), SETTLE (60 s), RETURN_PCT (25), RETURN_MB (8), BIN (default: build and use
 # target/release/imgate), LABEL (a name for the run), OUT (directory kept with the CSV, the soak's
 # JSON and the gateway's log; default target/soak/LABEL-TIME). The gateway inherits the
@@ -64,7 +67,26 @@ OUT=$(cd "$OUT" && pwd)
 cp "$BIN" "$OUT/imgate"
 BIN=$OUT/imgate
 
-cat >"$OUT/gateway.toml" <<EOF
+# NODES > 1: a cluster of that many nodes on a redis-server of the run's own (node i: node_id
+# soak-i, files gateway-i.*; node 1 keeps gateway.*), the soak's sockets round-robin over them.
+NODES=${NODES:-1}
+REDIS_PID=
+REDIS_PORT=
+if [ "$NODES" -gt 1 ]; then
+    REDIS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" \
+        >"$OUT/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 50); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true)" = PONG ] && break
+        sleep 0.1
+    done
+    [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null || true)" = PONG ] || { cat "$OUT/redis.log" >&2; exit 1; }
+fi
+node_file() { if [ "$1" = 1 ]; then echo "$OUT/gateway"; else echo "$OUT/gateway-$1"; fi; }
+for i in $(seq "$NODES"); do
+    {
+        cat <<EOF
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 admin_token = "$TOKEN"
@@ -76,51 +98,85 @@ max_pending_per_ip = 0
 sdk_app_id = $APP
 key = "$KEY"
 EOF
+        if [ "$NODES" -gt 1 ]; then
+            printf '\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\nnode_id = "soak-%s"\n' "$REDIS_PORT" "$i"
+        fi
+    } >"$(node_file "$i").toml"
+done
 
-GW_PID=
+GW_PIDS=()
 SAMPLER_PID=
 cleanup() {
+    local p
     [ -n "$SAMPLER_PID" ] && kill "$SAMPLER_PID" 2>/dev/null || true
-    if [ -n "$GW_PID" ]; then
-        kill "$GW_PID" 2>/dev/null || true
-        wait "$GW_PID" 2>/dev/null || true
+    for p in "${GW_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${GW_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "$REDIS_PID" ]; then
+        kill "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-RUST_LOG=${RUST_LOG:-info,imgate::heap=debug} \
-    "$BIN" serve --config "$OUT/gateway.toml" >"$OUT/gateway.out" 2>"$OUT/gateway.err" &
-GW_PID=$!
-WS=
-ADMIN=
-for _ in $(seq 200); do
-    WS=$(grep -o 'listening on ws://[^ ]*' "$OUT/gateway.out" | head -1 | sed 's/listening on //' || true)
-    ADMIN=$(grep -o 'admin listening on http://[^ ]*' "$OUT/gateway.out" | head -1 | sed 's/admin listening on //' || true)
-    [ -n "$WS" ] && [ -n "$ADMIN" ] && break
-    kill -0 "$GW_PID" 2>/dev/null || { cat "$OUT/gateway.err" >&2; exit 1; }
-    sleep 0.1
+WS_URLS=()
+ADMINS=()
+for i in $(seq "$NODES"); do
+    f=$(node_file "$i")
+    RUST_LOG=${RUST_LOG:-info,imgate::heap=debug} \
+        "$BIN" serve --config "$f.toml" >"$f.out" 2>"$f.err" &
+    pid=$!
+    GW_PIDS+=("$pid")
+    ws=
+    admin=
+    for _ in $(seq 200); do
+        ws=$(grep -o 'listening on ws://[^ ]*' "$f.out" | head -1 | sed 's/listening on //' || true)
+        admin=$(grep -o 'admin listening on http://[^ ]*' "$f.out" | head -1 | sed 's/admin listening on //' || true)
+        [ -n "$ws" ] && [ -n "$admin" ] && break
+        kill -0 "$pid" 2>/dev/null || { cat "$f.err" >&2; exit 1; }
+        sleep 0.1
+    done
+    [ -n "$ws" ] && [ -n "$admin" ] || { echo "node $i did not announce its addresses" >&2; exit 1; }
+    WS_URLS+=("$ws")
+    ADMINS+=("$admin")
+    echo "==> gateway $i/$NODES: pid $pid on $ws, admin $admin${REDIS_PORT:+, redis 127.0.0.1:$REDIS_PORT}; output in $OUT"
 done
-[ -n "$WS" ] && [ -n "$ADMIN" ] || { echo "the gateway did not announce its addresses" >&2; exit 1; }
-echo "==> gateway pid $GW_PID on $WS, admin $ADMIN; output in $OUT"
+GW_PID=${GW_PIDS[0]}
+WS=${WS_URLS[0]}
+ADMIN=${ADMINS[0]}
+ALSO=()
+for i in $(seq 2 "$NODES"); do
+    ALSO+=(--also-url "${WS_URLS[$((i - 1))]}" --also-admin-url "${ADMINS[$((i - 1))]}")
+done
 
-# The sampler: one CSV line every SAMPLE seconds; the phase comes from $OUT/phase.
+# The sampler: one CSV line every SAMPLE seconds; the phase comes from $OUT/phase. RSS and gauges
+# are summed over the nodes; redis_used_kb is Redis's used_memory (0 without a cluster).
 echo idle >"$OUT/phase"
 CSV=$OUT/samples.csv
-echo "t_s,phase,rss_kb,connections,sessions,pending_sockets,outbound_bytes" >"$CSV"
+echo "t_s,phase,rss_kb,connections,sessions,pending_sockets,outbound_bytes,redis_used_kb" >"$CSV"
 (
     t0=$(date +%s.%N)
     while kill -0 "$GW_PID" 2>/dev/null; do
-        rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$GW_PID/status" 2>/dev/null || echo 0)
-        m=$(curl -s --max-time 2 "$ADMIN/metrics" || true)
+        rss=0
+        m=
+        for i in "${!GW_PIDS[@]}"; do
+            r=$(awk '/^VmRSS:/ { print $2 }' "/proc/${GW_PIDS[$i]}/status" 2>/dev/null || echo 0)
+            rss=$((rss + ${r:-0}))
+            m+=$(curl -s --max-time 2 "${ADMINS[$i]}/metrics" || true)$'\n'
+        done
         g=$(printf '%s\n' "$m" | awk '
-            /^imgate_connections /      { c = $2 }
+            /^imgate_connections /      { c += $2 }
             /^imgate_sessions\{/        { s += $2 }
-            /^imgate_pending_sockets /  { p = $2 }
-            /^imgate_outbound_bytes /   { o = $2 }
+            /^imgate_pending_sockets /  { p += $2 }
+            /^imgate_outbound_bytes /   { o += $2 }
             END { printf "%d,%d,%d,%d", c, s, p, o }')
+        redis_kb=0
+        if [ -n "$REDIS_PORT" ]; then
+            redis_kb=$(redis-cli -p "$REDIS_PORT" info memory 2>/dev/null | tr -d '\r' \
+                | awk -F: '/^used_memory:/ { printf "%d", $2 / 1024 }')
+        fi
         t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-        echo "$t,$(cat "$OUT/phase"),$rss,$g" >>"$CSV"
+        echo "$t,$(cat "$OUT/phase"),$rss,$g,${redis_kb:-0}" >>"$CSV"
         sleep "$SAMPLE"
     done
 ) &
@@ -131,7 +187,7 @@ status=0
 for round in $(seq "$ROUNDS"); do
     echo "soak-$round" >"$OUT/phase"
     echo "==> round $round/$ROUNDS: $N sockets, $SECS s of churn at $RATE operations/s (seed $SEED)"
-    "$BIN" load --mode soak --url "$WS" --admin-url "$ADMIN" --admin-token "$TOKEN" \
+    "$BIN" load --mode soak --url "$WS" --admin-url "$ADMIN" --admin-token "$TOKEN" "${ALSO[@]}" \
         --sdk-app-id "$APP" --key "$KEY" --sessions "$N" --secs "$SECS" --rate "$RATE" \
         --workers "$WORKERS" --short-min "$SHORT_MIN" --short-max "$SHORT_MAX" \
         --expiry-slack-ms "$EXPIRY_SLACK_MS" --seed "$((SEED + round - 1))" --server-pid "$GW_PID" --json \
@@ -143,16 +199,20 @@ sleep "$SAMPLE"
 kill "$SAMPLER_PID" 2>/dev/null || true
 wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
-GW_CPU_MS=$(awk '{ print ($14 + $15) * 10 }' "/proc/$GW_PID/stat")
+GW_CPU_MS=0
+for p in "${GW_PIDS[@]}"; do
+    GW_CPU_MS=$((GW_CPU_MS + $(awk '{ print ($14 + $15) * 10 }' "/proc/$p/stat")))
+done
 
 MACHINE="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$OUT" "$ROUNDS" "$RETURN_PCT" "$RETURN_MB" "$LABEL" "$MACHINE" "$GW_CPU_MS" "$SECS" "$N" "$RATE" <<'PY' || status=1
+python3 - "$OUT" "$ROUNDS" "$RETURN_PCT" "$RETURN_MB" "$LABEL" "$MACHINE" "$GW_CPU_MS" "$SECS" "$N" "$RATE" "$NODES" <<'PY' || status=1
 import csv, json, pathlib, re, sys
-out, rounds, return_pct, return_mb, label, machine, gw_cpu_ms, secs, n, rate = sys.argv[1:]
+out, rounds, return_pct, return_mb, label, machine, gw_cpu_ms, secs, n, rate, nodes = sys.argv[1:]
+nodes = int(nodes)
 out = pathlib.Path(out); rounds = int(rounds); return_pct = float(return_pct); return_mb = float(return_mb)
 rows = list(csv.DictReader(open(out / "samples.csv")))
 for r in rows:
-    for k in ("rss_kb", "connections", "sessions", "pending_sockets", "outbound_bytes"):
+    for k in ("rss_kb", "connections", "sessions", "pending_sockets", "outbound_bytes", "redis_used_kb"):
         r[k] = int(r[k] or 0)
     r["t_s"] = float(r["t_s"])
 idle = [r for r in rows if r["phase"] == "idle"]
@@ -185,18 +245,21 @@ for i in range(1, rounds + 1):
 fill = [r.get("fill") or {} for r in reports]
 summary = {
     "label": label, "machine": machine, "sessions": int(n), "churn_secs": int(secs), "rate": int(rate),
-    "rounds": rounds, "rss_idle_kb": base, "rss_peak_kb": peak, "rss_end_kb": last["rss_kb"],
+    "rounds": rounds, "nodes": nodes, "rss_idle_kb": base, "rss_peak_kb": peak, "rss_end_kb": last["rss_kb"],
     "rss_after_each_round_kb": after, "rss_end_minus_idle_kb": returned_kb, "return_mb": return_mb,
     "returned": returned, "returned_allowed_kb": round(allowed_kb), "return_pct": return_pct,
     "heap_in_use_start_bytes": int(heap_start[0]) if heap_start else None,
     "heap_in_use_after_trims_bytes": heap, "unexpected": unexpected, "gauges_at_end": {k: last[k] for k in
     ("connections", "sessions", "pending_sockets", "outbound_bytes")}, "users_online_at_end": online,
     "fill": fill, "gateway_cpu_ms_total": int(gw_cpu_ms),
+    "redis_used_kb_idle_peak_end": [idle[-1]["redis_used_kb"] if idle else rows[0]["redis_used_kb"],
+                                    max(r["redis_used_kb"] for r in rows), last["redis_used_kb"]],
     "churn_ops": [r.get("churn_ops") for r in reports], "expected": [r.get("expected") for r in reports],
     "ok": ok,
 }
 (out / "summary.json").write_text(json.dumps(summary) + "\n")
-print(f"\n==> soak {label}: {n} sockets, {secs} s of churn at {rate} ops/s, {rounds} round(s); {machine}")
+where = f"a cluster of {nodes} nodes on one Redis" if nodes > 1 else "one gateway"
+print(f"\n==> soak {label}: {n} sockets on {where}, {secs} s of churn at {rate} ops/s, {rounds} round(s); {machine}")
 for i, r in enumerate(reports, 1):
     f = r.get("fill") or {}
     print(f"round {i}: filled {r.get('filled')} in {r.get('fill_secs')} s ({f.get('logins_per_sec')} logins/s, "
@@ -227,12 +290,17 @@ keep.add(max(range(len(rows)), key=lambda i: rows[i]["rss_kb"]))
 for i in range(1, len(rows)):
     if rows[i]["phase"] != rows[i - 1]["phase"]:
         keep.update((i - 1, i))
-print("\n| t (s) | phase | connections | sessions | pending | outbound B | RSS MB |")
-print("|---|---|---|---|---|---|---|")
+if nodes > 1:
+    ri, rp, re_ = summary["redis_used_kb_idle_peak_end"]
+    print(f"Redis used_memory: idle {ri / 1024:.1f} MB, peak {rp / 1024:.1f} MB, end {re_ / 1024:.1f} MB")
+redis_col = " Redis MB |" if nodes > 1 else ""
+print(f"\n| t (s) | phase | connections | sessions | pending | outbound B | RSS MB{' (sum)' if nodes > 1 else ''} |{redis_col}")
+print("|---|---|---|---|---|---|---|" + ("---|" if nodes > 1 else ""))
 for i in sorted(keep):
     r = rows[i]
+    redis = f" {r['redis_used_kb'] / 1024:.1f} |" if nodes > 1 else ""
     print(f"| {r['t_s']:.0f} | {r['phase']} | {r['connections']:,} | {r['sessions']:,} | {r['pending_sockets']:,} "
-          f"| {r['outbound_bytes']:,} | {r['rss_kb'] / 1024:.1f} |")
+          f"| {r['outbound_bytes']:,} | {r['rss_kb'] / 1024:.1f} |{redis}")
 print(f"\n{'PASS' if ok else 'FAIL'}: {out}/summary.json")
 sys.exit(0 if ok else 1)
 PY

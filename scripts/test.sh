@@ -2,7 +2,8 @@
 # The project's test command (README): ./scripts/test.sh
 # Installs what the tests need, then runs the format check, clippy and the whole test suite: the Rust
 # tests (unit, integration, interop, cluster), a short cluster chaos run, the JavaScript SDK's and the
-# browser console's tests, a 15-s soak (scripts/soak.sh) and a few seconds of every fuzz target.
+# browser console's tests, a 15-s soak (scripts/soak.sh) on one gateway and on a two-node cluster,
+# and a few seconds of every fuzz target.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +61,13 @@ N=500 RATE=100 IDLE=1 SAMPLE=1 SETTLE=3 SHORT_MIN=3 SHORT_MAX=6 EXPIRY_SLACK_MS=
     BIN="$ROOT/target/debug/imgate" ./scripts/soak.sh 15 | grep -E '^(==>|round|RSS|heap|after everyone|PASS|FAIL)|UNEXPECTED'
 passed=$((passed + 1))
 echo "soak smoke: $((SECONDS - t)) s"
+
+step "NODES=2 scripts/soak.sh 15 (the same churn on a two-node cluster: sockets on both nodes, one Redis)"
+t=$SECONDS
+NODES=2 N=500 RATE=100 IDLE=1 SAMPLE=1 SETTLE=3 SHORT_MIN=3 SHORT_MAX=6 EXPIRY_SLACK_MS=1000 LABEL=smoke-cluster \
+    BIN="$ROOT/target/debug/imgate" ./scripts/soak.sh 15 | grep -E '^(==>|round|RSS|Redis|heap|after everyone|PASS|FAIL)|UNEXPECTED'
+passed=$((passed + 1))
+echo "cluster soak smoke: $((SECONDS - t)) s"
 
 # ---- fuzzing: every cargo-fuzz target briefly (scripts/fuzz.sh; skipped without nightly) -------
 disk "after the soak"

@@ -318,6 +318,13 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
             "--mode soak needs --admin-url and --admin-token (kicks, pushes, final checks)".into(),
         ));
     }
+    if args.mode != Mode::Soak
+        && !(args.soak.also_urls.is_empty() && args.soak.also_admin_urls.is_empty())
+    {
+        return Err(LoadError::Args(
+            "--also-url and --also-admin-url apply to --mode soak only".into(),
+        ));
+    }
     if args.kick_url.is_some() && args.mode != Mode::Kick {
         return Err(LoadError::Args(
             "--kick-url applies to --mode kick only".into(),
@@ -362,7 +369,13 @@ pub fn main(args: LoadArgs) -> Result<bool, LoadError> {
         let target = make_target(resolve(&args.url).await?);
         let report = match args.mode {
             Mode::Login => run_login(&args, target).await,
-            Mode::Soak => soak::run_soak(&args, target).await,
+            Mode::Soak => {
+                let mut targets = vec![target];
+                for u in &args.soak.also_urls {
+                    targets.push(make_target(resolve(u).await?));
+                }
+                soak::run_soak(&args, targets).await
+            }
             Mode::Kick => {
                 let newcomer = match &args.kick_url {
                     Some(u) => make_target(resolve(u).await?),
@@ -399,6 +412,43 @@ mod tests {
         assert_eq!(Percentiles::of(&mut []), Percentiles::default());
         let p = Percentiles::of(&mut [7]);
         assert_eq!((p.p50, p.p99, p.max), (7, 7, 7));
+    }
+
+    /// `imgate load ARGS` parsed as the binary does.
+    fn parse(args: &[&str]) -> LoadArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        use clap::Parser;
+        Cli::try_parse_from(std::iter::once("load").chain(args.iter().copied()))
+            .expect("valid arguments")
+            .load
+    }
+
+    #[test]
+    fn the_soak_flags_keep_their_names_and_more_nodes_are_soak_only() {
+        let a = parse(&[
+            "--mode",
+            "soak",
+            "--secs",
+            "7",
+            "--also-url",
+            "ws://127.0.0.1:1/ws",
+            "--also-url",
+            "ws://127.0.0.1:2/ws",
+            "--also-admin-url",
+            "http://127.0.0.1:3",
+        ]);
+        assert_eq!(a.soak.secs, 7);
+        assert_eq!(a.soak.also_urls.len(), 2);
+        assert_eq!(a.soak.also_admin_urls, ["http://127.0.0.1:3"]);
+        let a = parse(&["--key", "k", "--also-url", "ws://127.0.0.1:1/ws"]);
+        match main(a) {
+            Err(LoadError::Args(m)) => assert!(m.contains("--mode soak only"), "{m}"),
+            other => panic!("expected an argument error, got {other:?}"),
+        }
     }
 
     #[test]

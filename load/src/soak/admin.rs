@@ -10,6 +10,24 @@ pub(super) struct Admin {
 }
 
 impl Admin {
+    /// The admin listener at `url` (`http://HOST:PORT`), resolved to its IPv4 address.
+    pub(super) async fn resolve(url: &str, token: &str) -> Option<Admin> {
+        let authority = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        tokio::net::lookup_host(authority.as_str())
+            .await
+            .ok()
+            .and_then(|mut a| a.find(SocketAddr::is_ipv4))
+            .map(|addr| Admin {
+                addr,
+                token: token.to_owned(),
+            })
+    }
+
     /// One HTTP/1.1 request ([`crate::http::request`]); the status and the body.
     pub(super) async fn call(
         &self,

@@ -56,6 +56,14 @@ pub struct SoakArgs {
     /// The admin token
     #[arg(long)]
     pub admin_token: Option<String>,
+    /// Another endpoint of the same gateway, another node of a cluster (repeatable): sockets open
+    /// round-robin over `--url` and these
+    #[arg(long = "also-url", value_name = "URL")]
+    pub also_urls: Vec<String>,
+    /// The admin listener of another node (repeatable): its `/metrics` gauges must be back to 0
+    /// at the end too (kicks, pushes and `/v1/online` go to `--admin-url`)
+    #[arg(long = "also-admin-url", value_name = "URL")]
+    pub also_admin_urls: Vec<String>,
     /// Shortest lifetime of a short ticket, in seconds
     #[arg(long, default_value_t = 20)]
     pub short_min: u64,
@@ -118,8 +126,11 @@ struct UserState {
 
 /// Everything the soak's tasks share.
 struct Soak {
-    target: Arc<Target>,
+    /// The endpoints (one a node), used round-robin.
+    targets: Vec<Arc<Target>>,
     admin: Option<Admin>,
+    /// The other nodes' admin listeners: only for the final gauges.
+    other_admins: Vec<Admin>,
     app: u64,
     key: SigKey,
     users: Vec<Arc<AsyncMutex<UserState>>>,
@@ -217,7 +228,7 @@ impl Soak {
         let n = self.opened.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         let attempt = async {
-            let mut ws = self.target.open(n).await?;
+            let mut ws = self.targets[n % self.targets.len()].open(n).await?;
             let msg = self.login_msg(user, sig.0, p, instance);
             ws.send(Message::text(
                 String::from_utf8(encode_client(Encoding::Json, &msg)).expect("JSON is UTF-8"),

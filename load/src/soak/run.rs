@@ -5,36 +5,38 @@ use super::*;
 use admin::{still_online, wait_gauges_zero};
 use churn::Pace;
 
-pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
+pub(crate) async fn run_soak(args: &LoadArgs, targets: Vec<Arc<Target>>) -> Report {
     let sessions = args.sessions;
     let users = if args.users == 0 {
         sessions * 3 / 5 + 1
     } else {
         args.users
     };
-    let admin = match (&args.soak.admin_url, &args.soak.admin_token) {
+    let (admin, other_admins) = match (&args.soak.admin_url, &args.soak.admin_token) {
         (Some(url), Some(token)) => {
-            let authority = url
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            tokio::net::lookup_host(authority.as_str())
-                .await
-                .ok()
-                .and_then(|mut a| a.find(SocketAddr::is_ipv4))
-                .map(|addr| Admin {
-                    addr,
-                    token: token.clone(),
-                })
+            let mut others = Vec::new();
+            for u in &args.soak.also_admin_urls {
+                match Admin::resolve(u, token).await {
+                    Some(a) => others.push(a),
+                    None => {
+                        let error = format!("--also-admin-url {u}: no IPv4 address");
+                        return Report {
+                            ok: false,
+                            json: json!({ "mode": "soak", "error": error }),
+                            text: format!("soak: {error}\n"),
+                        };
+                    }
+                }
+            }
+            (Admin::resolve(url, token).await, others)
         }
-        _ => None,
+        _ => (None, Vec::new()),
     };
     let have_admin = admin.is_some();
     let soak = Arc::new(Soak {
-        target,
+        targets,
         admin,
+        other_admins,
         app: args.sdk_app_id,
         key: SigKey::new(&args.key),
         users: (0..users).map(|_| Arc::default()).collect(),
@@ -220,14 +222,30 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
                     .bad(format!("{n} users still online after everyone left")),
                 Err(f) => soak.tally.bad(f.clone()),
             }
-            let g = wait_gauges_zero(admin).await;
-            match &g {
-                Ok(g) if g.values().all(|&v| v == 0) => {}
-                Ok(g) => soak
-                    .tally
-                    .bad(format!("gauges not back to 0 after 10 s: {g:?}")),
-                Err(f) => soak.tally.bad(f.clone()),
+            // Every node's gauges, summed (one node: its own).
+            let mut sum: Option<BTreeMap<&'static str, i64>> = Some(BTreeMap::new());
+            for (i, a) in std::iter::once(admin).chain(&soak.other_admins).enumerate() {
+                match wait_gauges_zero(a).await {
+                    Ok(g) => {
+                        if !g.values().all(|&v| v == 0) {
+                            soak.tally.bad(format!(
+                                "gauges of node {} not back to 0 after 10 s: {g:?}",
+                                i + 1
+                            ));
+                        }
+                        if let Some(sum) = &mut sum {
+                            for (k, v) in g {
+                                *sum.entry(k).or_default() += v;
+                            }
+                        }
+                    }
+                    Err(f) => {
+                        soak.tally.bad(f);
+                        sum = None;
+                    }
+                }
             }
+            let g: Result<_, Fail> = sum.ok_or_else(|| "no gauges".to_owned());
             (online.ok(), g.ok())
         }
     };
@@ -238,6 +256,7 @@ pub(crate) async fn run_soak(args: &LoadArgs, target: Arc<Target>) -> Report {
     let json = json!({
         "mode": "soak",
         "url": args.url,
+        "also_urls": args.soak.also_urls,
         "sessions": sessions,
         "users": users,
         "seed": args.soak.seed,
