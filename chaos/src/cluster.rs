@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
@@ -106,17 +105,21 @@ impl Redis {
     /// leaves it) for `ms`, so that nobody sweeps that node meanwhile. Straight to Redis, not
     /// through a proxy. Whether Redis took it (false: someone holds it already).
     pub async fn hold_sweep_lock(&self, node_id: &str, ms: u64) -> bool {
-        let cmd = format!("SET im:sweep:{node_id} chaos NX PX {ms}\r\n");
         let talk = async {
-            let mut s = TcpStream::connect(self.addr()).await.ok()?;
-            s.write_all(cmd.as_bytes()).await.ok()?;
-            let mut buf = [0u8; 64];
-            let n = s.read(&mut buf).await.ok()?;
-            Some(buf[..n].starts_with(b"+OK"))
+            let mut con = connect(self.port).await.ok()?;
+            redis::cmd("SET")
+                .arg(format!("im:sweep:{node_id}"))
+                .arg("chaos")
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query_async::<Option<String>>(&mut con)
+                .await
+                .ok()
         };
         matches!(
             tokio::time::timeout(Duration::from_secs(2), talk).await,
-            Ok(Some(true))
+            Ok(Some(Some(_)))
         )
     }
 }
@@ -129,25 +132,15 @@ impl Redis {
     /// nodes' entries included (which `/v1/online` hides).
     pub async fn entries(&self, users: &[String]) -> Result<Vec<Stored>, String> {
         let talk = async {
-            let mut s = TcpStream::connect(self.addr())
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut con = connect(self.port).await?;
             let mut out = Vec::new();
-            let mut r = BufReader::new(&mut s);
             for user in users {
-                let key = format!("im:{{{APP}:{user}}}");
-                let cmd = format!("*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len());
-                r.get_mut()
-                    .write_all(cmd.as_bytes())
+                let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+                    .arg(format!("im:{{{APP}:{user}}}"))
+                    .query_async(&mut con)
                     .await
                     .map_err(|e| e.to_string())?;
-                let n = resp_len(&mut r, b'*').await?;
-                let mut flat = Vec::with_capacity(n);
-                for _ in 0..n {
-                    flat.push(resp_bulk(&mut r).await?);
-                }
-                for pair in flat.chunks(2) {
-                    let [field, value] = pair else { continue };
+                for (field, value) in fields {
                     if !field.starts_with("e:") {
                         continue;
                     }
@@ -172,50 +165,26 @@ impl Redis {
     }
 }
 
-async fn resp_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, String> {
-    let mut line = String::new();
-    r.read_line(&mut line).await.map_err(|e| e.to_string())?;
-    Ok(line.trim_end().to_owned())
-}
-
-async fn resp_len<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    kind: u8,
-) -> Result<usize, String> {
-    let line = resp_line(r).await?;
-    match line.as_bytes().first() {
-        Some(k) if *k == kind => line[1..]
-            .parse::<i64>()
-            .map(|n| n.max(0) as usize)
-            .map_err(|_| format!("bad RESP line {line:?}")),
-        _ => Err(format!("unexpected RESP reply {line:?}")),
-    }
-}
-
-async fn resp_bulk<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<String, String> {
-    let n = resp_len(r, b'$').await?;
-    let mut buf = vec![0u8; n + 2];
-    r.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-    buf.truncate(n);
-    String::from_utf8(buf).map_err(|e| e.to_string())
+/// A connection straight to the run's redis-server (not through a proxy).
+async fn connect(port: u16) -> Result<redis::aio::MultiplexedConnection, String> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .map_err(|e| e.to_string())?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn ping(port: u16) -> bool {
-    let Ok(Ok(mut s)) = tokio::time::timeout(
-        Duration::from_millis(500),
-        TcpStream::connect(("127.0.0.1", port)),
-    )
-    .await
-    else {
-        return false;
+    let talk = async {
+        let mut con = connect(port).await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut con)
+            .await
+            .ok()
     };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 16];
     matches!(
-        tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await,
-        Ok(Ok(n)) if buf[..n].starts_with(b"+PONG")
+        tokio::time::timeout(Duration::from_millis(500), talk).await,
+        Ok(Some(pong)) if pong == "PONG"
     )
 }
 
