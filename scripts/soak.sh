@@ -28,7 +28,7 @@
 # user_sig_expired may be read, for the client's own scheduling),
 # NODES (1; more: a cluster of NODES gateways on a redis-server of the run's own, the sockets
 # round-robin over the nodes, RSS, CPU and gauges summed over them, Redis's used_memory sampled too),
-# SAMPLE (5 s), IDLE (10 s), SETTLE (60 s), RETURN_PCT (25), RETURN_MB (8), BIN (default: build and use
+# SAMPLE (5 s), IDLE (10 s), SETTLE (60 s), RETURN_PCT (25), RETURN_MB (8 per node), BIN (default: build and use
 # target/release/imgate), LABEL (a name for the run), OUT (directory kept with the CSV, the soak's
 # JSON and the gateway's log; default target/soak/LABEL-TIME). The gateway inherits the
 # environment: IMGATE_MALLOC_TRIM=0 turns its malloc_trim task off (glibc as it is).
@@ -46,7 +46,7 @@ SAMPLE=${SAMPLE:-5}
 IDLE=${IDLE:-10}
 SETTLE=${SETTLE:-60}
 RETURN_PCT=${RETURN_PCT:-25}
-RETURN_MB=${RETURN_MB:-8}
+RETURN_MB=${RETURN_MB:-$((8 * ${NODES:-1}))}
 SHORT_MIN=${SHORT_MIN:-20}
 SHORT_MAX=${SHORT_MAX:-60}
 EXPIRY_SLACK_MS=${EXPIRY_SLACK_MS:-500}
@@ -144,7 +144,10 @@ done
 GW_PID=${GW_PIDS[0]}
 WS=${WS_URLS[0]}
 ADMIN=${ADMINS[0]}
+# One node: the fill's CPU per login and RSS per socket from /proc (imgate load --server-pid); on
+# a cluster they would be one node's over all the sockets, so they are left out.
 ALSO=()
+[ "$NODES" = 1 ] && ALSO+=(--server-pid "$GW_PID")
 for i in $(seq 2 "$NODES"); do
     ALSO+=(--also-url "${WS_URLS[$((i - 1))]}" --also-admin-url "${ADMINS[$((i - 1))]}")
 done
@@ -190,7 +193,7 @@ for round in $(seq "$ROUNDS"); do
     "$BIN" load --mode soak --url "$WS" --admin-url "$ADMIN" --admin-token "$TOKEN" "${ALSO[@]}" \
         --sdk-app-id "$APP" --key "$KEY" --sessions "$N" --secs "$SECS" --rate "$RATE" \
         --workers "$WORKERS" --short-min "$SHORT_MIN" --short-max "$SHORT_MAX" \
-        --expiry-slack-ms "$EXPIRY_SLACK_MS" --seed "$((SEED + round - 1))" --server-pid "$GW_PID" --json \
+        --expiry-slack-ms "$EXPIRY_SLACK_MS" --seed "$((SEED + round - 1))" --json \
         >"$OUT/soak-$round.json" 2> >(tee "$OUT/soak-$round.err" >&2) || status=1
     echo "left-$round" >"$OUT/phase"
     sleep "$SETTLE"
@@ -199,6 +202,20 @@ sleep "$SAMPLE"
 kill "$SAMPLER_PID" 2>/dev/null || true
 wait "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
+if [ -n "$REDIS_PORT" ]; then
+    # What Redis still holds once everyone left, by key kind (src/presence/redis/keys.rs: a user's
+    # hash im:{A:U} must be gone with its last session; its tombstones :k and its revocation :nb
+    # expire by themselves), for $OUT/redis-keys.txt.
+    {
+        echo "dbsize $(redis-cli -p "$REDIS_PORT" dbsize)"
+        redis-cli -p "$REDIS_PORT" --scan \
+            | sed -E 's/^im:\{[^}]*\}/im:{A:U}/; s/^(im:[a-z]+)[:].*/\1:.../' | sort | uniq -c
+        for k in $(redis-cli -p "$REDIS_PORT" --scan --pattern 'im:node:*'); do
+            echo "$k: $(redis-cli -p "$REDIS_PORT" scard "$k") members"
+        done
+        redis-cli -p "$REDIS_PORT" info memory | tr -d '\r' | grep -E '^(used_memory|used_memory_dataset|used_memory_overhead|mem_fragmentation_ratio):'
+    } >"$OUT/redis-keys.txt" 2>&1 || true
+fi
 GW_CPU_MS=0
 for p in "${GW_PIDS[@]}"; do
     GW_CPU_MS=$((GW_CPU_MS + $(awk '{ print ($14 + $15) * 10 }' "/proc/$p/stat")))
@@ -262,8 +279,9 @@ where = f"a cluster of {nodes} nodes on one Redis" if nodes > 1 else "one gatewa
 print(f"\n==> soak {label}: {n} sockets on {where}, {secs} s of churn at {rate} ops/s, {rounds} round(s); {machine}")
 for i, r in enumerate(reports, 1):
     f = r.get("fill") or {}
-    print(f"round {i}: filled {r.get('filled')} in {r.get('fill_secs')} s ({f.get('logins_per_sec')} logins/s, "
-          f"gateway {f.get('server_cpu_per_login_us')} µs CPU per login, {f.get('rss_per_session_bytes')} B RSS per socket), "
+    print(f"round {i}: filled {r.get('filled')} in {r.get('fill_secs')} s ({f.get('logins_per_sec')} logins/s"
+          + (f", gateway {f.get('server_cpu_per_login_us')} µs CPU per login, {f.get('rss_per_session_bytes')} B RSS per socket), "
+             if f.get('server_cpu_per_login_us') is not None else "), ") +
           f"{r.get('churn_ops')} churn operations, {r.get('sockets_opened')} sockets opened, "
           f"unexpected {r.get('unexpected_total')}; user_sig_expired read after expire_at (µs): "
           f"{r.get('expiry_after_expire_at_us')}")
