@@ -384,6 +384,34 @@ impl Client {
         }
     }
 
+    /// For a client that never read (so never answered the server's pings): the close code the
+    /// server sent, read from the raw bytes up to the server's FIN without writing anything. (Through
+    /// the WebSocket layer, reading the buffered pings writes their pongs to a socket the server has
+    /// closed; the reset that comes back makes the kernel drop the unread close frame.)
+    pub async fn close_code_unanswered(self) -> Option<u16> {
+        use tokio::io::AsyncReadExt;
+        let MaybeTlsStream::Plain(mut tcp) = self.ws.into_inner() else {
+            panic!("a plain ws:// client");
+        };
+        let mut bytes = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut bytes)).await;
+        let mut rest = &bytes[..];
+        while rest.len() >= 2 {
+            let (op, len7) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
+            let (len, head) = match len7 {
+                126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+                127 => return None, // no 64-bit frames from this server to this client
+                n => (n, 2),
+            };
+            let payload = rest.get(head..head + len)?;
+            if op == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            rest = &rest[head + len..];
+        }
+        None
+    }
+
     /// Asserts the next event is a close with `code`.
     pub async fn expect_close(&mut self, code: u16) {
         match self.recv_frame().await {
