@@ -13,7 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -395,19 +396,14 @@ impl Client {
         };
         let mut bytes = Vec::new();
         let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut bytes)).await;
-        let mut rest = &bytes[..];
-        while rest.len() >= 2 {
-            let (op, len7) = (rest[0] & 0x0f, (rest[1] & 0x7f) as usize);
-            let (len, head) = match len7 {
-                126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-                127 => return None, // no 64-bit frames from this server to this client
-                n => (n, 2),
-            };
-            let payload = rest.get(head..head + len)?;
-            if op == 0x8 {
+        let mut cursor = std::io::Cursor::new(&bytes[..]);
+        while let Ok(Some((header, len))) = FrameHeader::parse(&mut cursor) {
+            let start = cursor.position() as usize;
+            let payload = bytes.get(start..start + len as usize)?;
+            if header.opcode == OpCode::Control(Control::Close) {
                 return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
-            rest = &rest[head + len..];
+            cursor.set_position((start + len as usize) as u64);
         }
         None
     }
